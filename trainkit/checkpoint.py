@@ -1,0 +1,172 @@
+"""Checkpoint files: what they hold, how they are written, and how they are found again.
+
+A checkpoint is everything needed to continue a run bit for bit: model, optimizer,
+scheduler and grad-scaler state, the loop position, the data-augmentation generator and
+every global RNG, plus the resolved config and library versions. It holds only tensors
+and plain Python values, so it loads with `torch.load(weights_only=True)`.
+
+Files are written atomically (see `trainkit.files`): a kill or a full disk mid-write
+leaves the previous checkpoint as it was. When the newest file is damaged anyway (a
+copied half file, a bad disk), loading falls back to the next newest valid one.
+"""
+
+from __future__ import annotations
+
+import io
+import platform
+import random
+import re
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+import trainkit
+from trainkit.errors import RunFailed, UserError
+from trainkit.files import atomic_write_bytes
+
+FORMAT_VERSION = 1
+LAST, BEST = "last.pt", "best.pt"
+_PERIODIC = re.compile(r"^epoch_(\d+)\.pt$")
+
+
+def periodic_name(epoch: int) -> str:
+    return f"epoch_{epoch:04d}.pt"
+
+
+def capture_rng() -> dict[str, Any]:
+    """Every global random state a training step can draw from."""
+    np_state = np.random.get_state()
+    state: dict[str, Any] = {
+        "python": random.getstate(),
+        "numpy": {
+            "keys": torch.from_numpy(np_state[1].astype(np.int64)),
+            "pos": int(np_state[2]),
+            "has_gauss": int(np_state[3]),
+            "cached_gaussian": float(np_state[4]),
+        },
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng(state: dict[str, Any]) -> None:
+    python = state["python"]
+    random.setstate((python[0], tuple(python[1]), python[2]))
+    numpy = state["numpy"]
+    np.random.set_state(
+        (
+            "MT19937",
+            numpy["keys"].numpy().astype(np.uint32),
+            numpy["pos"],
+            numpy["has_gauss"],
+            numpy["cached_gaussian"],
+        )
+    )
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        cuda_states = state["cuda"][: torch.cuda.device_count()]
+        torch.cuda.set_rng_state_all(cuda_states)
+
+
+def library_versions() -> dict[str, str]:
+    """Read from package metadata: importing torchvision just for this costs seconds."""
+    return {
+        "trainkit": trainkit.__version__,
+        "torch": str(torch.__version__),
+        "torchvision": metadata.version("torchvision"),
+        "python": platform.python_version(),
+    }
+
+
+class Checkpointer:
+    """Writes a run's checkpoints: last.pt always, epoch_NNNN.pt periodically, best.pt."""
+
+    def __init__(
+        self, run_dir: Path, config: dict[str, Any], every_epochs: int, keep_last: int
+    ) -> None:
+        self.run_dir = run_dir
+        self.every_epochs = every_epochs
+        self.keep_last = keep_last
+        self.metadata = {"format": FORMAT_VERSION, "config": config, "versions": library_versions()}
+
+    def save(self, payload: dict[str, Any], *, finished_epoch: int | None, best: bool) -> None:
+        """Write last.pt (plus epoch_NNNN.pt and best.pt when due) from one serialization.
+
+        `finished_epoch` is the 1-based epoch this save closes, or None mid-epoch.
+        """
+        names = [LAST]
+        if finished_epoch is not None and finished_epoch % self.every_epochs == 0:
+            names.append(periodic_name(finished_epoch))
+        if best:
+            names.append(BEST)
+        buffer = io.BytesIO()
+        torch.save({**self.metadata, **payload}, buffer)
+        data = buffer.getvalue()
+        for name in names:
+            try:
+                atomic_write_bytes(self.run_dir / name, data)
+            except OSError as exc:
+                raise RunFailed(
+                    f"could not write checkpoint {self.run_dir / name} ({exc.strerror or exc}). "
+                    "The checkpoints written before are intact; free disk space and continue "
+                    f"with `trainkit resume {self.run_dir}`."
+                ) from None
+        self._prune()
+
+    def _prune(self) -> None:
+        periodic = sorted(
+            (int(m.group(1)), path)
+            for path in self.run_dir.iterdir()
+            if (m := _PERIODIC.match(path.name))
+        )
+        for _, path in periodic[: -self.keep_last]:
+            path.unlink(missing_ok=True)
+
+
+def load(path: Path) -> dict[str, Any]:
+    """Read one checkpoint; a UserError if it is missing, damaged or not ours."""
+    if not path.is_file():
+        raise UserError(f"checkpoint not found: {path}.")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        reason = (str(exc).strip().splitlines() or [""])[0][:160]
+        raise UserError(
+            f"{path} is damaged or not a checkpoint ({type(exc).__name__}: {reason})"
+        ) from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT_VERSION:
+        raise UserError(f"{path} is not a trainkit checkpoint (format {FORMAT_VERSION})")
+    return payload
+
+
+@dataclass
+class Found:
+    """The checkpoint chosen for a resume, and the damaged newer ones passed over."""
+
+    path: Path
+    payload: dict[str, Any]
+    skipped: list[str]
+
+
+def candidates(run_dir: Path) -> list[Path]:
+    """A run's checkpoints, newest first (last.pt, then by modification time)."""
+    files = [p for p in run_dir.iterdir() if p.name in (LAST, BEST) or _PERIODIC.match(p.name)]
+    return sorted(files, key=lambda p: (p.name == LAST, p.stat().st_mtime_ns), reverse=True)
+
+
+def load_latest(run_dir: Path) -> Found:
+    """The newest valid checkpoint in `run_dir`, skipping damaged ones."""
+    skipped: list[str] = []
+    for path in candidates(run_dir):
+        try:
+            return Found(path, load(path), skipped)
+        except UserError as exc:
+            skipped.append(str(exc))
+    detail = f": {'; '.join(skipped)}" if skipped else " (no last.pt, best.pt or epoch_NNNN.pt)"
+    raise UserError(f"no readable checkpoint in {run_dir}{detail}.")

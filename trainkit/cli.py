@@ -1,0 +1,212 @@
+"""The `trainkit` command: a thin Typer shell over `trainkit.recipe` and `trainkit.config`.
+
+Nothing here trains or validates by itself. torch is imported only inside the commands
+that need it, so `--help`, `validate`, `ls` and `schema` answer quickly.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import signal
+from collections.abc import Callable
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from trainkit.config import config_model, load_config, to_yaml
+from trainkit.console import stderr
+from trainkit.errors import RunFailed, UserError
+from trainkit.files import atomic_write_bytes
+from trainkit.registry import REGISTRIES, Entry, load_components
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    help="Train PyTorch models from a YAML experiment file: train, eval, resume.",
+)
+stdout = Console(soft_wrap=True)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+Overrides = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--set",
+        metavar="KEY=VALUE",
+        help="Override a config value (dotted key, YAML value), e.g. --set optimizer.lr=0.01. "
+        "Repeatable.",
+    ),
+]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="Print only warnings and errors.")]
+
+
+class SplitName(str, Enum):
+    test = "test"
+    val = "val"
+
+
+class Kind(str, Enum):
+    models = "models"
+    datasets = "datasets"
+    optimizers = "optimizers"
+    schedulers = "schedulers"
+    losses = "losses"
+
+
+def command(name: str | None = None) -> Callable[[F], F]:
+    """Register a command whose UserError/RunFailed end as one paragraph and an exit code."""
+
+    def decorate(function: F) -> F:
+        @functools.wraps(function)
+        def run(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return function(*args, **kwargs)
+            except (UserError, RunFailed) as exc:
+                stderr.print(Text.assemble(("error: ", "bold red"), str(exc)))
+                raise typer.Exit(exc.exit_code) from None
+
+        app.command(name)(run)
+        return function
+
+    return decorate
+
+
+def _finish(result: Any) -> None:
+    """Exit like the process was killed by the signal (130, 143) when a run was stopped."""
+    if result.status == "interrupted":
+        raise typer.Exit(128 + int(result.signal or signal.SIGINT))
+    shown = "  ".join(f"{k} {v:.4f}" for k, v in result.metrics.items() if k.startswith("val/"))
+    stderr.print(
+        f"{result.status}: {result.epoch} epochs, {result.step} steps  {shown}", highlight=False
+    )
+    stderr.print(f"run directory: {result.run_dir}", highlight=False)
+
+
+@command()
+def train(
+    config: Annotated[Path, typer.Argument(help="The YAML experiment file.")],
+    overrides: Overrides = None,
+    run_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--run-dir", help="Write the run here instead of checkpoints/<name>/<run-id>."
+        ),
+    ] = None,
+    quiet: Quiet = False,
+) -> None:
+    """Train a model as the experiment file describes."""
+    from trainkit import recipe
+
+    _finish(recipe.train(load_config(config, overrides), run_dir, quiet))
+
+
+@command()
+def resume(
+    path: Annotated[Path, typer.Argument(help="A run directory, or one checkpoint file in it.")],
+    overrides: Overrides = None,
+    quiet: Quiet = False,
+) -> None:
+    """Continue an interrupted run exactly where it stopped (--set trainer.epochs=N to extend)."""
+    from trainkit import recipe
+
+    _finish(recipe.resume(path, overrides, quiet))
+
+
+@command("eval")
+def eval_(
+    ckpt: Annotated[
+        Path, typer.Option("--ckpt", help="Checkpoint file (a run directory means its best.pt).")
+    ],
+    split: Annotated[SplitName, typer.Option(help="Which split to score.")] = SplitName.test,
+    out: Annotated[Path | None, typer.Option(help="Also write the results as JSON here.")] = None,
+    overrides: Overrides = None,
+) -> None:
+    """Score a checkpoint on the test (or validation) split."""
+    from trainkit import recipe
+
+    result = recipe.evaluate_checkpoint(ckpt, split.value, overrides)
+    stdout.print(f"{result['checkpoint']} (epoch {result['epoch']}, step {result['step']})")
+    summary = Table(title=f"{split.value} split")
+    summary.add_column("metric")
+    summary.add_column("value", justify="right")
+    summary.add_row("loss", f"{result['loss']:.4f}")
+    if "accuracy" in result:
+        summary.add_row("accuracy", f"{result['accuracy']:.4f}")
+    summary.add_row("samples", str(result["samples"]))
+    stdout.print(summary)
+    if "per_class_accuracy" in result:
+        classes = Table(title="per-class accuracy")
+        classes.add_column("class")
+        classes.add_column("accuracy", justify="right")
+        for name, accuracy in zip(
+            result["class_names"], result["per_class_accuracy"], strict=False
+        ):
+            classes.add_row(name, f"{accuracy:.4f}")
+        stdout.print(classes)
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(out, (json.dumps(result, indent=2) + "\n").encode())
+
+
+@command()
+def validate(
+    config: Annotated[Path, typer.Argument(help="The YAML experiment file.")],
+    overrides: Overrides = None,
+) -> None:
+    """Check an experiment file and print it with every default filled in."""
+    typer.echo(to_yaml(load_config(config, overrides)), nl=False)
+
+
+def _type_name(annotation: Any) -> str:
+    if isinstance(annotation, type):
+        return annotation.__name__
+    return str(annotation).replace("typing.", "")
+
+
+def _params_table(entry: Entry) -> str:
+    lines = []
+    for name, field in entry.params.model_fields.items():
+        default = (
+            "required"
+            if field.is_required()
+            else f"= {field.get_default(call_default_factory=True)!r}"
+        )
+        lines.append(f"{name}: {_type_name(field.annotation)} {default}")
+    return "\n".join(lines)
+
+
+@command()
+def ls(
+    kind: Annotated[
+        Kind | None, typer.Argument(help="Which components; all when left out.")
+    ] = None,
+) -> None:
+    """List the registered components and their parameters."""
+    load_components()
+    for key in [kind.value] if kind else list(REGISTRIES):
+        table = Table(title=key, show_lines=True)
+        table.add_column("name", style="bold")
+        table.add_column("what it is")
+        table.add_column("parameters")
+        for entry in REGISTRIES[key]:
+            table.add_row(entry.name, entry.summary, _params_table(entry))
+        stdout.print(table)
+
+
+@command()
+def schema() -> None:
+    """Print the JSON schema of experiment files (for editor completion)."""
+    load_components()
+    typer.echo(json.dumps(config_model().model_json_schema(), indent=2))
+
+
+def main() -> None:
+    app()

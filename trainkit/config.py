@@ -1,0 +1,309 @@
+"""The experiment file: its schema, loading, `--set` overrides and readable errors.
+
+The schema is assembled from the registries (a discriminated union on `name` per
+component section), so a plugin's model is validated, listed and documented exactly like
+a built-in one. Validation errors are turned into one paragraph that names the field path,
+what was wrong and, for a misspelt key or component, the closest valid name.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
+
+import yaml
+from pydantic import BaseModel, Field, ValidationError, create_model, model_validator
+
+from trainkit.errors import UserError
+from trainkit.registry import (
+    DATASETS,
+    LOSSES,
+    MODELS,
+    OPTIMIZERS,
+    REGISTRIES,
+    SCHEDULERS,
+    DatasetParams,
+    LossParams,
+    ModelParams,
+    OptimizerParams,
+    Params,
+    Registry,
+    SchedulerParams,
+    load_components,
+    suggest,
+)
+
+Monitor = Literal["val/loss", "val/accuracy"]
+
+
+class EarlyStoppingConfig(Params):
+    patience: int = Field(5, ge=1, description="Evaluations without improvement before stopping.")
+    min_delta: float = Field(0.0, ge=0, description="Smallest change that counts as improvement.")
+
+
+class TrainerConfig(Params):
+    epochs: int = Field(10, ge=1, description="Number of passes over the training split.")
+    device: str = Field(
+        "auto",
+        pattern=r"^(auto|cpu|mps|cuda(:\d+)?)$",
+        description="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps.",
+    )
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto",
+        description="auto: bf16 autocast on CUDA where supported, else fp16 with a grad "
+        "scaler; fp32 on CPU and MPS.",
+    )
+    compile: bool = Field(False, description="Wrap the model in torch.compile.")
+    channels_last: bool | Literal["auto"] = Field(
+        "auto", description="channels_last memory format; auto: for conv nets on CUDA."
+    )
+    accumulate_steps: int = Field(1, ge=1, description="Batches per optimizer step.")
+    grad_clip: float | None = Field(
+        None, gt=0, description="Clip the gradient norm to this value; null disables."
+    )
+    eval_every: int = Field(1, ge=1, description="Evaluate on the validation split every N epochs.")
+    early_stopping: EarlyStoppingConfig | None = Field(
+        None, description="Stop when checkpoint.monitor stops improving; null disables."
+    )
+    deterministic: bool = Field(
+        False, description="Deterministic kernels (slower on CUDA; CPU runs are already exact)."
+    )
+
+
+class CheckpointConfig(Params):
+    root: str = Field("checkpoints", description="Runs go to <root>/<name>/<run-id>/.")
+    monitor: Monitor = Field("val/loss", description="Metric that picks best.pt.")
+    mode: Literal["min", "max"] | None = Field(
+        None, description="min or max; null: max for accuracy, min for loss."
+    )
+    every_epochs: int = Field(1, ge=1, description="Write epoch_NNNN.pt every N epochs.")
+    keep_last: int = Field(2, ge=1, description="How many epoch_NNNN.pt files to keep.")
+    every_steps: int | None = Field(
+        None, ge=1, description="Also refresh last.pt every N optimizer steps; null disables."
+    )
+
+    @model_validator(mode="after")
+    def _infer_mode(self) -> CheckpointConfig:
+        if self.mode is None:
+            self.mode = "max" if self.monitor.endswith("accuracy") else "min"
+        return self
+
+
+class LoggingConfig(Params):
+    log_every_steps: int = Field(
+        50, ge=1, description="Steps between progress updates and train/loss points."
+    )
+    tensorboard: bool = Field(True, description="Write TensorBoard events to tb/.")
+
+
+class Config(Params):
+    """A whole experiment. The component sections are typed by their base here; the
+    schema actually used (see `config_model`) narrows each to the registered choices."""
+
+    name: str = Field(
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$",
+        description="Experiment name (letters, digits, . _ -).",
+    )
+    seed: int = Field(0, ge=0, description="Seeds weights, data split, data order, augmentation.")
+    plugins: list[str] = Field(
+        default_factory=list, description="Modules to import so their components register."
+    )
+    model: ModelParams
+    data: DatasetParams
+    loss: LossParams
+    optimizer: OptimizerParams
+    scheduler: SchedulerParams | None = None
+    trainer: TrainerConfig = Field(default_factory=TrainerConfig)
+    checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
+    logging: LoggingConfig = Field(default_factory=LoggingConfig)
+
+
+def _choices(registry: Registry) -> Any:
+    """The tagged union of every parameter model in `registry`, selected by `name`."""
+    variants = [
+        create_model(
+            entry.params.__name__,
+            __base__=entry.params,
+            __doc__=entry.summary,
+            name=(Literal[entry.name], Field(description=f"The {registry.kind}.")),
+        )
+        for entry in registry
+    ]
+    if len(variants) == 1:
+        return variants[0]
+    return Annotated[Union[tuple(variants)], Field(discriminator="name")]  # noqa: UP007
+
+
+def config_model() -> type[Config]:
+    """The Config class for the components registered right now (plugins included)."""
+    return _config_model(tuple(tuple(r.names()) for r in REGISTRIES.values()))
+
+
+@functools.cache
+def _config_model(_registered: tuple[tuple[str, ...], ...]) -> type[Config]:
+    return create_model(
+        "Config",
+        __base__=Config,
+        model=(_choices(MODELS), ...),
+        data=(_choices(DATASETS), ...),
+        loss=(
+            _choices(LOSSES),
+            Field(default_factory=lambda: {"name": "cross_entropy"}, validate_default=True),
+        ),
+        optimizer=(_choices(OPTIMIZERS), ...),
+        scheduler=(_choices(SCHEDULERS) | None, None),
+    )
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    """The experiment file as a dict, or a UserError saying why it cannot be read."""
+    if not path.is_file():
+        raise UserError(f"config file not found: {path}. Pass the path of a YAML experiment file.")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        where = ""
+        mark = getattr(exc, "problem_mark", None)
+        if mark is not None:
+            where = f" at line {mark.line + 1}, column {mark.column + 1}"
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise UserError(f"{path} is not valid YAML{where}: {problem}.") from None
+    if not isinstance(raw, dict):
+        raise UserError(f"{path} must hold a mapping of sections (name, model, data, ...).")
+    return raw
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply `--set a.b=value` overrides (values parsed as YAML) to a copy of `raw`."""
+    result = yaml.safe_load(yaml.safe_dump(raw))
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise UserError(
+                f"--set {item!r}: expected KEY=VALUE with a dotted key, "
+                "e.g. --set optimizer.lr=0.01 or --set trainer.epochs=5."
+            )
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError:
+            value = text
+        *parents, leaf = key.strip().split(".")
+        node = result
+        for depth, part in enumerate(parents):
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                where = ".".join(parents[: depth + 1])
+                raise UserError(f"--set {key}: {where} is {child!r}, not a section with keys.")
+            node = child
+        node[leaf] = value
+    return result
+
+
+def validate(raw: dict[str, Any], source: str = "config", search: Path | None = None) -> Config:
+    """Import the plugins `raw` names, then validate it against the registered components."""
+    plugins = raw.get("plugins") or []
+    if not isinstance(plugins, list) or not all(isinstance(p, str) for p in plugins):
+        raise UserError("plugins: expected a list of module names, e.g. plugins: [my_models].")
+    load_components(plugins, search)
+    model = config_model()
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        raise UserError(format_errors(exc, model, source)) from None
+
+
+def load_config(path: Path, overrides: list[str] | None = None) -> Config:
+    """Read, override and validate an experiment file."""
+    raw = apply_overrides(read_yaml(path), overrides or [])
+    return validate(raw, str(path), search=path.parent)
+
+
+def to_dict(config: Config) -> dict[str, Any]:
+    """The resolved config as plain data, each component's `name` first."""
+    data = config.model_dump(mode="json")
+    for section in ("model", "data", "loss", "optimizer", "scheduler"):
+        if isinstance(data.get(section), dict):
+            data[section] = {"name": data[section].pop("name"), **data[section]}
+    return data
+
+
+def to_yaml(config: Config) -> str:
+    return yaml.safe_dump(to_dict(config), sort_keys=False)
+
+
+# -- error messages -------------------------------------------------------------------------
+
+
+def _models_in(annotation: Any) -> list[type[BaseModel]]:
+    """The pydantic models an annotation can hold (through Optional, Union, Annotated)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    if get_origin(annotation) is not None:
+        return [m for arg in get_args(annotation) for m in _models_in(arg)]
+    return []
+
+
+def _walk(root: type[BaseModel], loc: tuple[Any, ...]) -> tuple[list[str], list[type[BaseModel]]]:
+    """Follow an error location through the schema.
+
+    Returns the path as the user writes it (union tags dropped) and the models that can
+    stand at the end of it, so an unknown key can be compared with the keys allowed there.
+    """
+    path: list[str] = []
+    models: list[type[BaseModel]] = [root]
+    for part in loc:
+        tagged = [m for m in models if _tag_of(m) == part]
+        if tagged:
+            models = tagged
+            continue
+        path.append(str(part))
+        fields = [m.model_fields[part] for m in models if part in m.model_fields]
+        models = [m for f in fields for m in _models_in(f.annotation)]
+    return path, models
+
+
+def _tag_of(model: type[BaseModel]) -> str | None:
+    field = model.model_fields.get("name")
+    if field is not None and get_origin(field.annotation) is Literal:
+        return get_args(field.annotation)[0]
+    return None
+
+
+def format_errors(exc: ValidationError, root: type[BaseModel], source: str) -> str:
+    """One line per problem: the field path, what was wrong, and what would be right."""
+    lines = [f"{source} is not a valid experiment:"]
+    for error in exc.errors(include_url=False):
+        path, models = _walk(root, tuple(error["loc"]))
+        lines.append("  " + _describe(error, path, models))
+    lines.append("Fix the file or override with --set KEY=VALUE; `trainkit ls` lists components.")
+    return "\n".join(lines)
+
+
+def _describe(error: Any, path: list[str], models: list[type[BaseModel]]) -> str:
+    kind = error["type"]
+    field = ".".join(path) or "(top level)"
+    if kind == "extra_forbidden":
+        *parent, key = path
+        allowed = sorted({name for m in models for name in m.model_fields} - {"name"})
+        return (
+            f"{'.'.join(parent) or '(top level)'}: unknown key {key!r}{suggest(key, allowed)} "
+            f"Allowed here: {', '.join(allowed)}."
+        )
+    if kind in ("union_tag_invalid", "union_tag_not_found"):
+        registry = next(r for r in REGISTRIES.values() if r.section == path[0])
+        choices = ", ".join(registry.names())
+        if kind == "union_tag_not_found":
+            return f"{field}.name: missing; it selects the {registry.kind}, one of: {choices}."
+        tag = str(error["ctx"]["tag"])
+        return (
+            f"{field}.name: there is no {registry.kind} called {tag!r}"
+            f"{suggest(tag, registry.names())} Choose one of: {choices}."
+        )
+    if kind == "missing":
+        return f"{field}: required but missing."
+    got = error.get("input")
+    shown = "" if isinstance(got, dict) else f" (got {got!r})"
+    return f"{field}: {error['msg']}{shown}."

@@ -1,0 +1,276 @@
+"""The training loop, as one function you can read top to bottom.
+
+`fit` trains until the last epoch, an early stop or a stop request (SIGINT/SIGTERM),
+evaluating and checkpointing on the way. It knows nothing of YAML or the command line:
+it is handed built components (`Parts`), loop settings (`LoopSettings`), where it stands
+(`TrainState`, fresh or restored from a checkpoint) and where its output goes.
+
+Per-step work stays on the device: the loss and accuracy are summed into device tensors
+and read back (one host-device sync) only every `log_every_steps` steps and at epoch end.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+import torch
+from torch import Tensor, nn
+
+from trainkit.checkpoint import Checkpointer, capture_rng
+from trainkit.console import Reporter
+from trainkit.data.memory import DeviceBatches
+from trainkit.device import Precision
+from trainkit.errors import RunFailed
+from trainkit.losses import Objective
+from trainkit.tracking import MetricsLog
+
+
+@dataclass
+class Parts:
+    """Everything a run trains and evaluates with."""
+
+    model: nn.Module  # what runs forward: the module itself, or its torch.compile wrapper
+    module: nn.Module  # the plain module, whose state_dict goes into checkpoints
+    objective: Objective
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None
+    scaler: torch.amp.GradScaler | None
+    train: DeviceBatches
+    val: DeviceBatches
+    device: torch.device
+    precision: Precision
+
+
+@dataclass(frozen=True)
+class LoopSettings:
+    epochs: int
+    accumulate_steps: int = 1
+    grad_clip: float | None = None
+    eval_every: int = 1
+    log_every_steps: int = 50
+    checkpoint_every_steps: int | None = None
+    monitor: str = "val/loss"
+    mode: Literal["min", "max"] = "min"
+    patience: int | None = None  # early stopping; None disables
+    min_delta: float = 0.0
+
+
+@dataclass
+class TrainState:
+    """Where a run stands; saved in every checkpoint so a resume continues exactly here."""
+
+    epoch: int = 0  # epochs completed
+    batch: int = 0  # batches of the current epoch already trained on
+    step: int = 0  # optimizer steps taken
+    best: float | None = None  # best monitored value so far
+    stale_evals: int = 0  # evaluations since it last improved (early stopping)
+    # Sums over the current epoch, kept on the device: [loss x samples, correct, samples].
+    sums: Tensor = field(default_factory=lambda: torch.zeros(3, dtype=torch.float64))
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "sums": self.sums.detach().cpu()}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainState:
+        return cls(**data)
+
+
+@dataclass
+class Outcome:
+    status: Literal["completed", "early_stopped", "interrupted"]
+    state: TrainState
+    metrics: dict[str, float]
+
+
+def evaluate(
+    parts: Parts, batches: DeviceBatches, num_classes: int | None = None
+) -> dict[str, Any]:
+    """Loss and accuracy over a whole split (and per-class accuracy with `num_classes`)."""
+    model, objective = parts.model, parts.objective
+    was_training = model.training
+    model.eval()
+    dtype = torch.float32 if parts.device.type == "mps" else torch.float64
+    loss_sum = torch.zeros((), dtype=dtype, device=parts.device)
+    correct = torch.zeros((), dtype=torch.int64, device=parts.device)
+    per_class = torch.zeros(2, num_classes or 0, dtype=torch.int64, device=parts.device)
+    with torch.no_grad():
+        for inputs, targets in batches.epoch():
+            with parts.precision.autocast(parts.device):
+                outputs = model(inputs)
+                loss = objective.loss(outputs, targets)
+            loss_sum += loss.to(loss_sum.dtype) * len(targets)
+            if objective.predict is not None:
+                hits = objective.predict(outputs) == targets
+                correct += hits.sum()
+                if num_classes:
+                    per_class[0] += torch.bincount(targets[hits], minlength=num_classes)
+                    per_class[1] += torch.bincount(targets, minlength=num_classes)
+    model.train(was_training)
+    samples = batches.num_samples
+    result: dict[str, Any] = {"loss": loss_sum.item() / samples, "samples": samples}
+    if objective.predict is not None:
+        result["accuracy"] = correct.item() / samples
+    if num_classes:
+        hit, total = per_class.tolist()
+        result["per_class_accuracy"] = [
+            h / t if t else math.nan for h, t in zip(hit, total, strict=True)
+        ]
+    return result
+
+
+def _improved(value: float, best: float | None, settings: LoopSettings) -> bool:
+    if best is None:
+        return True
+    if settings.mode == "min":
+        return value < best - settings.min_delta
+    return value > best + settings.min_delta
+
+
+def _epoch_means(sums: Tensor, classification: bool) -> dict[str, float]:
+    loss_sum, correct, seen = sums.tolist()
+    seen = max(seen, 1.0)
+    means = {"train/loss": loss_sum / seen}
+    if classification:
+        means["train/accuracy"] = correct / seen
+    return means
+
+
+def fit(
+    parts: Parts,
+    settings: LoopSettings,
+    state: TrainState,
+    checkpointer: Checkpointer,
+    metrics_log: MetricsLog,
+    reporter: Reporter,
+    stop_requested: Callable[[], bool],
+) -> Outcome:
+    model, optimizer, scaler = parts.model, parts.optimizer, parts.scaler
+    objective, precision, device = parts.objective, parts.precision, parts.device
+    classification = objective.predict is not None
+    batches = len(parts.train)
+    accumulate = settings.accumulate_steps
+    metrics: dict[str, float] = {}
+    # MPS has no float64; elsewhere float64 keeps long sums exact enough to resume bit for bit.
+    state.sums = state.sums.to(device, torch.float32 if device.type == "mps" else torch.float64)
+
+    def save(finished_epoch: int | None = None, best: bool = False) -> None:
+        payload = {
+            "model": parts.module.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": parts.scheduler.state_dict() if parts.scheduler else None,
+            "scaler": scaler.state_dict() if scaler else None,
+            "state": state.as_dict(),
+            "data": parts.train.transform.state_dict(),
+            "rng": capture_rng(),
+            "metrics": metrics,
+        }
+        checkpointer.save(payload, finished_epoch=finished_epoch, best=best)
+
+    def check_finite(values: dict[str, float]) -> None:
+        if not all(math.isfinite(v) for v in values.values()):
+            raise RunFailed(
+                f"the training loss became non-finite ({values['train/loss']}) in epoch "
+                f"{state.epoch + 1}, by step {state.step}. The last good checkpoint in "
+                f"{checkpointer.run_dir} is kept. Lower optimizer.lr, set trainer.grad_clip, "
+                "or use precision fp32, then resume or start again."
+            )
+
+    model.train()
+    for epoch in range(state.epoch, settings.epochs):
+        if state.batch == 0:
+            state.sums.zero_()
+        reporter.start_epoch(epoch, settings.epochs, batches, state.batch)
+        epoch_start = last_log_time = time.perf_counter()
+        logged_sums = state.sums.tolist()
+        samples_this_run = 0
+
+        for index, (inputs, targets) in enumerate(
+            parts.train.epoch(epoch, state.batch), state.batch
+        ):
+            # Accumulation groups are fixed by position in the epoch, so a resume
+            # (which only happens between optimizer steps) lines up with them.
+            group_start = index - index % accumulate
+            group_size = min(accumulate, batches - group_start)
+            with precision.autocast(device):
+                outputs = model(inputs)
+                loss = objective.loss(outputs, targets)
+            scaled = loss / group_size
+            (scaler.scale(scaled) if scaler else scaled).backward()
+
+            with torch.no_grad():
+                state.sums[0] += loss.detach().to(state.sums.dtype) * len(targets)
+                if classification:
+                    state.sums[1] += (objective.predict(outputs) == targets).sum()
+                state.sums[2] += len(targets)
+            samples_this_run += len(targets)
+            state.batch = index + 1
+            reporter.advance()
+            if index + 1 - group_start < group_size:
+                continue
+
+            if scaler is not None:
+                scaler.unscale_(optimizer)
+            if settings.grad_clip is not None:
+                nn.utils.clip_grad_norm_(parts.module.parameters(), settings.grad_clip)
+            if scaler is not None:
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            if parts.scheduler is not None:
+                parts.scheduler.step()
+            state.step += 1
+
+            if state.step % settings.log_every_steps == 0:
+                sums = state.sums.tolist()  # the one host-device sync of the interval
+                now = time.perf_counter()
+                interval = {
+                    "train/loss": (sums[0] - logged_sums[0]) / max(sums[2] - logged_sums[2], 1),
+                    "lr": optimizer.param_groups[0]["lr"],
+                    "samples_per_sec": (sums[2] - logged_sums[2]) / max(now - last_log_time, 1e-9),
+                }
+                check_finite(interval)
+                metrics_log.log(state.step, epoch + 1, interval)
+                reporter.log_step(state.step, state.batch, interval)
+                logged_sums, last_log_time = sums, now
+            every = settings.checkpoint_every_steps
+            if every and state.step % every == 0 and state.batch < batches:
+                check_finite(_epoch_means(state.sums, classification))
+                save()
+            if stop_requested():
+                check_finite(_epoch_means(state.sums, classification))
+                save()
+                return Outcome("interrupted", state, metrics)
+
+        # End of the epoch: summarize, evaluate, checkpoint.
+        epoch_time = time.perf_counter() - epoch_start
+        epoch_metrics = _epoch_means(state.sums, classification)
+        check_finite(epoch_metrics)
+        epoch_metrics["lr"] = optimizer.param_groups[0]["lr"]
+        epoch_metrics["epoch_time"] = epoch_time
+        epoch_metrics["samples_per_sec"] = samples_this_run / max(epoch_time, 1e-9)
+        improved = False
+        if (epoch + 1) % settings.eval_every == 0 or epoch + 1 == settings.epochs:
+            val = evaluate(parts, parts.val)
+            epoch_metrics.update({f"val/{k}": v for k, v in val.items() if k != "samples"})
+            monitored = epoch_metrics[settings.monitor]
+            improved = _improved(monitored, state.best, settings)
+            if improved:
+                state.best, state.stale_evals = monitored, 0
+            else:
+                state.stale_evals += 1
+        metrics = epoch_metrics
+        state.epoch, state.batch = epoch + 1, 0
+        metrics_log.log(state.step, epoch + 1, epoch_metrics)
+        reporter.end_epoch(epoch, settings.epochs, epoch_metrics)
+        save(finished_epoch=epoch + 1, best=improved)
+        if settings.patience is not None and state.stale_evals >= settings.patience:
+            return Outcome("early_stopped", state, metrics)
+        if stop_requested() and epoch + 1 < settings.epochs:
+            return Outcome("interrupted", state, metrics)
+    return Outcome("completed", state, metrics)

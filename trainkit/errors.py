@@ -1,0 +1,20 @@
+"""The two ways a command fails on purpose, each shown as one paragraph without a traceback.
+
+`UserError` (exit 2): the user asked for something that cannot work, such as a bad
+config, a missing dataset or an unreadable checkpoint; nothing has been written.
+`RunFailed` (exit 1): a run that started could not go on, such as a non-finite loss or a
+full disk; every checkpoint written before is intact and the message says how to go on.
+Any other exception is a bug or a crash and keeps its traceback.
+"""
+
+
+class UserError(Exception):
+    """A problem with the user's input, explained in words that say how to fix it."""
+
+    exit_code = 2
+
+
+class RunFailed(Exception):
+    """A started run had to stop; its earlier checkpoints are kept."""
+
+    exit_code = 1

@@ -1,0 +1,10 @@
+"""Models: importing this package registers the built-in ones (without importing torch).
+
+Each builder takes its validated parameters, the input shape (without the batch
+dimension) and the number of outputs, and returns an `nn.Module` producing logits (or
+regression values).
+"""
+
+from trainkit.models import lenet, mlp, regression, resnet
+
+__all__ = ["lenet", "mlp", "regression", "resnet"]

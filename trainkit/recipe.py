@@ -1,0 +1,341 @@
+"""From a validated config to a trained, evaluated or resumed run: the library API.
+
+`train`, `resume` and `evaluate_checkpoint` are what the CLI calls, and what a Python
+user calls directly. They build components from the registries, hand them to the engine
+and decide where output goes. Everything that can be wrong with the user's input is
+found before the run directory is created, so a failed start writes nothing.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import signal
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from trainkit import checkpoint as ckpt
+from trainkit.config import Config, apply_overrides, to_dict, to_yaml, validate
+from trainkit.console import make_reporter, stderr, warn
+from trainkit.data.memory import BatchTransform, DataInfo, DeviceBatches, InMemoryDataset
+from trainkit.device import resolve_device, resolve_precision
+from trainkit.engine import LoopSettings, Outcome, Parts, TrainState, evaluate, fit
+from trainkit.errors import UserError
+from trainkit.registry import DATASETS, LOSSES, MODELS, OPTIMIZERS, SCHEDULERS
+from trainkit.runs import create_run_dir, stop_on_signals, write_config
+from trainkit.tracking import MetricsLog
+
+
+@dataclass
+class Experiment:
+    """A config turned into live components, ready to train or evaluate."""
+
+    config: Config
+    data: InMemoryDataset
+    parts: Parts
+
+    @property
+    def info(self) -> DataInfo:
+        return self.data.info
+
+
+@dataclass
+class RunResult:
+    status: str  # completed, early_stopped or interrupted
+    run_dir: Path
+    epoch: int
+    step: int
+    metrics: dict[str, float]
+    signal: int | None = None
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def build(config: Config) -> Experiment:
+    """Data, model, loss, optimizer and schedule for `config`, on the chosen device."""
+    trainer = config.trainer
+    seed_everything(config.seed)
+    torch.use_deterministic_algorithms(trainer.deterministic)
+    torch.backends.cudnn.benchmark = not trainer.deterministic
+    device = resolve_device(trainer.device)
+    precision = resolve_precision(trainer.precision, device)
+
+    data = DATASETS.build(config.data, config.seed)
+    info = data.info
+    if config.checkpoint.monitor.endswith("accuracy") and not info.is_classification:
+        raise UserError(
+            f"checkpoint.monitor={config.checkpoint.monitor} needs a classification dataset; "
+            f"{config.data.name} is a regression set: monitor val/loss."
+        )
+    input_shape = tuple(config.model.input_shape or info.input_shape)
+    module = MODELS.build(config.model, input_shape, config.model.num_classes or info.num_outputs)
+    is_conv = any(isinstance(m, nn.Conv2d) for m in module.modules())
+    channels_last = (
+        trainer.channels_last
+        if isinstance(trainer.channels_last, bool)
+        else device.type == "cuda" and is_conv
+    )
+    module = module.to(device, memory_format=torch.channels_last if channels_last else None)
+    objective = LOSSES.build(config.loss, info)
+
+    transform = BatchTransform(data, device, seed=config.seed + 1, channels_last=channels_last)
+    batch_size = config.data.batch_size
+    train_batches = DeviceBatches(
+        data.train.to(device),
+        batch_size,
+        transform,
+        train=True,
+        seed=config.seed,
+        drop_last=config.data.drop_last,
+    )
+    val_batches = DeviceBatches(
+        data.val.to(device), config.data.eval_batch_size or batch_size, transform, train=False
+    )
+    _probe(module, objective, val_batches, config, input_shape)
+
+    optimizer = OPTIMIZERS.build(config.optimizer, module.parameters())
+    steps_per_epoch = math.ceil(len(train_batches) / trainer.accumulate_steps)
+    scheduler = (
+        SCHEDULERS.build(config.scheduler, optimizer, steps_per_epoch, trainer.epochs)
+        if config.scheduler is not None
+        else None
+    )
+    scaler = torch.amp.GradScaler(device.type) if precision.needs_scaler else None
+    model = torch.compile(module) if trainer.compile else module
+    parts = Parts(
+        model,
+        module,
+        objective,
+        optimizer,
+        scheduler,
+        scaler,
+        train_batches,
+        val_batches,
+        device,
+        precision,
+    )
+    return Experiment(config, data, parts)
+
+
+def _probe(
+    module: nn.Module, objective: Any, batches: DeviceBatches, config: Config, shape: tuple
+) -> None:
+    """Run two samples through model and loss, so a mismatch is a clear error up front."""
+    inputs, targets = next(batches.epoch(0))
+    module.eval()
+    try:
+        with torch.no_grad():
+            objective.loss(module(inputs[:2]), targets[:2])
+    except RuntimeError as exc:
+        raise UserError(
+            f"model {config.model.name} does not fit data {config.data.name} "
+            f"(input shape {shape}): {str(exc).splitlines()[0]}. Check model.input_shape, "
+            "model.num_classes and the loss."
+        ) from None
+    finally:
+        module.train()
+
+
+def loop_settings(config: Config) -> LoopSettings:
+    trainer, checkpoint = config.trainer, config.checkpoint
+    early = trainer.early_stopping
+    return LoopSettings(
+        epochs=trainer.epochs,
+        accumulate_steps=trainer.accumulate_steps,
+        grad_clip=trainer.grad_clip,
+        eval_every=trainer.eval_every,
+        log_every_steps=config.logging.log_every_steps,
+        checkpoint_every_steps=checkpoint.every_steps,
+        monitor=checkpoint.monitor,
+        mode=checkpoint.mode or "min",
+        patience=early.patience if early else None,
+        min_delta=early.min_delta if early else 0.0,
+    )
+
+
+def _run(
+    experiment: Experiment, run_dir: Path, state: TrainState, quiet: bool, resumed: bool
+) -> RunResult:
+    config = experiment.config
+    reporter = make_reporter(quiet)
+    checkpointer = ckpt.Checkpointer(
+        run_dir, to_dict(config), config.checkpoint.every_epochs, config.checkpoint.keep_last
+    )
+    metrics_log = MetricsLog(
+        run_dir, config.logging.tensorboard, resume_step=state.step if resumed else None
+    )
+    parts = experiment.parts
+    reporter.info(
+        f"{'resuming' if resumed else 'training'} {config.name} in {run_dir} on {parts.device} "
+        f"({parts.precision.name}), {len(parts.train)} batches of {config.data.batch_size} "
+        "per epoch"
+    )
+    try:
+        with stop_on_signals() as received:
+            outcome: Outcome = fit(
+                parts,
+                loop_settings(config),
+                state,
+                checkpointer,
+                metrics_log,
+                reporter,
+                lambda: received() is not None,
+            )
+            stop_signal = received()
+        if outcome.status != "interrupted":
+            metrics_log.hparams(_flat_hparams(config), outcome.metrics)
+    finally:
+        reporter.close()
+        metrics_log.close()
+    result = RunResult(
+        outcome.status, run_dir, outcome.state.epoch, outcome.state.step, outcome.metrics
+    )
+    if outcome.status == "interrupted":
+        result.signal = stop_signal or signal.SIGINT
+        stderr.print(
+            f"stopped by {signal.Signals(result.signal).name} at epoch {outcome.state.epoch + 1}, "
+            f"step {outcome.state.step}; wrote {run_dir / ckpt.LAST}. "
+            f"Continue with: trainkit resume {run_dir}",
+            highlight=False,
+        )
+    elif outcome.status == "early_stopped":
+        reporter.info(f"early stop: {config.checkpoint.monitor} stopped improving")
+    return result
+
+
+def _flat_hparams(config: Config) -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+
+    def walk(prefix: str, value: Any) -> None:
+        if isinstance(value, dict):
+            for key, inner in value.items():
+                walk(f"{prefix}.{key}" if prefix else key, inner)
+        elif isinstance(value, (int, float, str, bool)):
+            flat[prefix] = value
+        elif value is not None:
+            flat[prefix] = str(value)
+
+    walk("", to_dict(config))
+    return flat
+
+
+def train(config: Config, run_dir: Path | None = None, quiet: bool = False) -> RunResult:
+    """Train `config` from scratch into a new run directory."""
+    experiment = build(config)
+    directory = create_run_dir(Path(config.checkpoint.root), config.name, run_dir)
+    write_config(directory, to_yaml(config))
+    return _run(experiment, directory, TrainState(), quiet, resumed=False)
+
+
+def _locate(path: Path) -> ckpt.Found:
+    if path.is_dir():
+        found = ckpt.load_latest(path)
+        for problem in found.skipped:
+            warn(f"skipped a damaged checkpoint: {problem}")
+        return found
+    if not path.exists():
+        raise UserError(
+            f"nothing to resume at {path}: no such file or folder. Pass a run directory "
+            "(checkpoints/<name>/<run-id>) or a checkpoint file."
+        )
+    return ckpt.Found(path, ckpt.load(path), [])
+
+
+def _config_of(payload: dict[str, Any], overrides: list[str], source: Path) -> Config:
+    return validate(apply_overrides(payload["config"], overrides), f"the config stored in {source}")
+
+
+def _load_weights(module: nn.Module, payload: dict[str, Any], source: Path) -> None:
+    try:
+        module.load_state_dict(payload["model"])
+    except RuntimeError as exc:
+        raise UserError(
+            f"the model weights in {source} do not fit the model this config builds "
+            f"({str(exc).splitlines()[0]}). Do not change model settings with --set on resume/eval."
+        ) from None
+
+
+def resume(path: Path, overrides: list[str] | None = None, quiet: bool = False) -> RunResult:
+    """Continue the run in `path` (a run directory or a checkpoint file) where it stopped."""
+    found = _locate(path)
+    payload = found.payload
+    config = _config_of(payload, overrides or [], found.path)
+    experiment = build(config)
+    parts = experiment.parts
+    state = TrainState.from_dict(payload["state"])
+    if state.epoch >= config.trainer.epochs:
+        raise UserError(
+            f"the run in {found.path.parent} already finished {state.epoch} of "
+            f"{config.trainer.epochs} epochs. To train longer: trainkit resume {path} "
+            f"--set trainer.epochs={state.epoch + 10}"
+        )
+    _load_weights(parts.module, payload, found.path)
+    if parts.scaler is not None and payload["scaler"] is not None:
+        parts.scaler.load_state_dict(payload["scaler"])
+    parts.train.transform.load_state_dict(payload["data"])
+    stored_epochs = payload["config"]["trainer"]["epochs"]
+    if parts.scheduler is not None and stored_epochs != config.trainer.epochs:
+        warn(
+            f"trainer.epochs changed from {stored_epochs} to {config.trainer.epochs}: the "
+            "learning-rate schedule is re-planned over the new length."
+        )
+        _replan_schedule(parts, payload, state.step)
+    else:
+        parts.optimizer.load_state_dict(payload["optimizer"])
+        if parts.scheduler is not None and payload["scheduler"] is not None:
+            parts.scheduler.load_state_dict(payload["scheduler"])
+    ckpt.restore_rng(payload["rng"])
+    return _run(experiment, found.path.parent, state, quiet, resumed=True)
+
+
+def _replan_schedule(parts: Parts, payload: dict[str, Any], steps: int) -> None:
+    """Walk the new, freshly built schedule to `steps`, then restore the optimizer's
+    state (momentum, moments) under the learning rate that schedule has reached."""
+    assert parts.scheduler is not None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # stepping a schedule with no optimizer step
+        for _ in range(steps):
+            parts.scheduler.step()
+    lrs = [group["lr"] for group in parts.optimizer.param_groups]
+    parts.optimizer.load_state_dict(payload["optimizer"])
+    for group, lr in zip(parts.optimizer.param_groups, lrs, strict=True):
+        group["lr"] = lr
+
+
+def evaluate_checkpoint(
+    path: Path, split: str = "test", overrides: list[str] | None = None
+) -> dict[str, Any]:
+    """Loss and accuracy (overall and per class) of a checkpoint on one split."""
+    if path.is_dir():
+        path = next((path / n for n in (ckpt.BEST, ckpt.LAST) if (path / n).is_file()), path)
+    payload = ckpt.load(path)
+    config = _config_of(payload, overrides or [], path)
+    experiment = build(config)
+    parts = experiment.parts
+    _load_weights(parts.module, payload, path)
+    chosen = experiment.data.split(split).to(parts.device)
+    batches = DeviceBatches(
+        chosen,
+        config.data.eval_batch_size or config.data.batch_size,
+        parts.train.transform,
+        train=False,
+    )
+    result = evaluate(parts, batches, experiment.info.num_classes)
+    return {
+        "split": split,
+        "checkpoint": str(path),
+        "epoch": payload["state"]["epoch"],
+        "step": payload["state"]["step"],
+        **result,
+        "class_names": list(experiment.info.class_names),
+    }
