@@ -12,7 +12,6 @@ copied half file, a bad disk), loading falls back to the next newest valid one.
 
 from __future__ import annotations
 
-import io
 import platform
 import random
 import re
@@ -26,7 +25,7 @@ import torch
 
 import trainkit
 from trainkit.errors import RunFailed, UserError
-from trainkit.files import atomic_write_bytes
+from trainkit.files import atomic_copy, atomic_write
 
 FORMAT_VERSION = 1
 LAST, BEST = "last.pt", "best.pt"
@@ -94,9 +93,11 @@ class Checkpointer:
         self.every_epochs = every_epochs
         self.keep_last = keep_last
         self.metadata = {"format": FORMAT_VERSION, "config": config, "versions": library_versions()}
+        for stale in run_dir.glob(".*.pt.*.tmp"):  # left by a process killed mid-write
+            stale.unlink(missing_ok=True)
 
     def save(self, payload: dict[str, Any], *, finished_epoch: int | None, best: bool) -> None:
-        """Write last.pt (plus epoch_NNNN.pt and best.pt when due) from one serialization.
+        """Write last.pt, plus epoch_NNNN.pt and best.pt when due as links to the same file.
 
         `finished_epoch` is the 1-based epoch this save closes, or None mid-epoch.
         """
@@ -105,18 +106,17 @@ class Checkpointer:
             names.append(periodic_name(finished_epoch))
         if best:
             names.append(BEST)
-        buffer = io.BytesIO()
-        torch.save({**self.metadata, **payload}, buffer)
-        data = buffer.getvalue()
-        for name in names:
-            try:
-                atomic_write_bytes(self.run_dir / name, data)
-            except OSError as exc:
-                raise RunFailed(
-                    f"could not write checkpoint {self.run_dir / name} ({exc.strerror or exc}). "
-                    "The checkpoints written before are intact; free disk space and continue "
-                    f"with `trainkit resume {self.run_dir}`."
-                ) from None
+        paths = [self.run_dir / name for name in names]
+        try:
+            atomic_write(paths[0], lambda handle: torch.save({**self.metadata, **payload}, handle))
+            for path in paths[1:]:
+                atomic_copy(paths[0], path)
+        except OSError as exc:
+            raise RunFailed(
+                f"could not write a checkpoint in {self.run_dir} ({exc.strerror or exc}). "
+                "The checkpoints written before are intact; free disk space and continue "
+                f"with `trainkit resume {self.run_dir}`."
+            ) from None
         self._prune()
 
     def _prune(self) -> None:

@@ -12,7 +12,8 @@ import signal
 from collections.abc import Callable
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from types import UnionType
+from typing import Annotated, Any, Literal, TypeVar, Union, get_args, get_origin
 
 import typer
 from rich.console import Console
@@ -166,21 +167,33 @@ def validate(
 
 
 def _type_name(annotation: Any) -> str:
-    if isinstance(annotation, type):
-        return annotation.__name__
-    return str(annotation).replace("typing.", "")
+    """Types as a user writes them in YAML terms: `int | None`, `'relu' | 'tanh'`."""
+    origin, args = get_origin(annotation), get_args(annotation)
+    if origin is Literal:
+        return " | ".join(repr(a) for a in args)
+    if origin in (Union, UnionType):
+        return " | ".join(_type_name(a) for a in args)
+    if origin is not None:
+        return f"{origin.__name__}[{', '.join(_type_name(a) for a in args)}]"
+    if annotation is type(None):
+        return "None"
+    return getattr(annotation, "__name__", str(annotation))
 
 
-def _params_table(entry: Entry) -> str:
-    lines = []
+def _describe_params(entry: Entry) -> Text:
+    text = Text()
     for name, field in entry.params.model_fields.items():
         default = (
             "required"
             if field.is_required()
             else f"= {field.get_default(call_default_factory=True)!r}"
         )
-        lines.append(f"{name}: {_type_name(field.annotation)} {default}")
-    return "\n".join(lines)
+        text.append(f"{name}", style="bold")
+        text.append(f": {_type_name(field.annotation)} {default}\n")
+        if field.description:
+            text.append(f"  {field.description}\n", style="dim")
+    text.rstrip()
+    return text
 
 
 @command()
@@ -197,7 +210,7 @@ def ls(
         table.add_column("what it is")
         table.add_column("parameters")
         for entry in REGISTRIES[key]:
-            table.add_row(entry.name, entry.summary, _params_table(entry))
+            table.add_row(entry.name, entry.summary, _describe_params(entry))
         stdout.print(table)
 
 

@@ -276,17 +276,19 @@ def format_errors(exc: ValidationError, root: type[BaseModel], source: str) -> s
     """One line per problem: the field path, what was wrong, and what would be right."""
     lines = [f"{source} is not a valid experiment:"]
     for error in exc.errors(include_url=False):
-        path, models = _walk(root, tuple(error["loc"]))
-        lines.append("  " + _describe(error, path, models))
+        lines.append("  " + _describe(error, root))
     lines.append("Fix the file or override with --set KEY=VALUE; `trainkit ls` lists components.")
     return "\n".join(lines)
 
 
-def _describe(error: Any, path: list[str], models: list[type[BaseModel]]) -> str:
+def _describe(error: Any, root: type[BaseModel]) -> str:
     kind = error["type"]
+    loc = tuple(error["loc"])
+    path, _ = _walk(root, loc)
     field = ".".join(path) or "(top level)"
     if kind == "extra_forbidden":
-        *parent, key = path
+        parent, models = _walk(root, loc[:-1])
+        key = str(loc[-1])
         allowed = sorted({name for m in models for name in m.model_fields} - {"name"})
         return (
             f"{'.'.join(parent) or '(top level)'}: unknown key {key!r}{suggest(key, allowed)} "

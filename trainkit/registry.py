@@ -69,7 +69,7 @@ class OptimizerParams(Params):
     """What every optimizer accepts."""
 
     lr: float = Field(0.01, gt=0, description="Learning rate.")
-    weight_decay: float = Field(0.0, ge=0, description="L2 penalty (decoupled for adamw).")
+    weight_decay: float = Field(0.0, ge=0, description="L2 penalty on the weights.")
 
 
 class SchedulerParams(Params):

@@ -1,0 +1,157 @@
+"""train, eval, resume, validate, ls and schema through the real CLI (in-process)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from trainkit.checkpoint import load
+
+
+def run_dirs(root: Path) -> list[Path]:
+    return sorted(p for p in (root / "checkpoints" / "tiny").iterdir() if p.is_dir())
+
+
+def test_train_writes_a_complete_run_directory(cli, write_config, tmp_path: Path) -> None:
+    result = cli("train", write_config(checkpoint={"monitor": "val/accuracy"}))
+    assert result.exit_code == 0, result.output
+    [run] = run_dirs(tmp_path)
+    names = {p.name for p in run.iterdir()}
+    assert {"config.yaml", "last.pt", "best.pt", "metrics.jsonl", "tb"} <= names
+    assert {
+        "epoch_0002.pt",
+        "epoch_0003.pt",
+    } <= names and "epoch_0001.pt" not in names  # keep_last 2
+    assert any((run / "tb").rglob("events.out.tfevents.*"))
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    epoch_ends = [r for r in records if "val/loss" in r]
+    assert [r["epoch"] for r in epoch_ends] == [1, 2, 3]
+    assert {"train/loss", "val/accuracy", "lr", "samples_per_sec", "epoch_time"} <= set(
+        epoch_ends[-1]
+    )
+    assert epoch_ends[-1]["val/accuracy"] > 0.85  # the synthetic classes are separable: it learned
+    checkpoint = load(run / "last.pt")
+    assert checkpoint["config"]["trainer"]["epochs"] == 3
+    assert checkpoint["state"]["epoch"] == 3
+    assert set(checkpoint["versions"]) >= {"torch", "torchvision", "trainkit", "python"}
+    assert "plugins: []" in (run / "config.yaml").read_text()
+    # plain lines, not a progress bar, when stdout is not a terminal
+    assert "epoch 3/3 done" in result.stdout
+
+
+def test_quiet_prints_nothing_on_stdout(cli, write_config) -> None:
+    result = cli("train", write_config(), "--quiet")
+    assert result.exit_code == 0
+    assert result.stdout == ""
+
+
+def test_eval_scores_a_checkpoint_and_writes_json(cli, write_config, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    assert cli("train", write_config(), "--run-dir", run, "-q").exit_code == 0
+    out = tmp_path / "scores" / "test.json"
+    result = cli("eval", "--ckpt", run / "last.pt", "--out", out)
+    assert result.exit_code == 0, result.output
+    assert "per-class accuracy" in result.stdout
+    scores = json.loads(out.read_text())
+    assert scores["split"] == "test" and scores["samples"] == 100
+    assert 0.85 < scores["accuracy"] <= 1.0
+    assert len(scores["per_class_accuracy"]) == 2
+    val = json.loads(
+        (
+            cli("eval", "--ckpt", run, "--split", "val", "--out", out).exit_code == 0 and out
+        ).read_text()
+    )
+    assert val["split"] == "val" and val["samples"] == 40
+    assert val["checkpoint"].endswith("best.pt")  # a run directory means its best checkpoint
+    # the same final validation loss the training run logged
+    last = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()][-1]
+    assert scores["epoch"] == 3
+    assert cli("eval", "--ckpt", run / "last.pt", "--split", "val", "--out", out).exit_code == 0
+    assert json.loads(out.read_text())["loss"] == pytest.approx(last["val/loss"], rel=1e-9)
+
+
+def test_resume_continues_and_can_extend(cli, write_config, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    assert cli("train", write_config(), "--run-dir", run, "-q").exit_code == 0
+    finished = cli("resume", run)
+    assert finished.exit_code == 2
+    assert "already finished 3 of 3 epochs" in finished.stderr
+    extended = cli("resume", run, "--set", "trainer.epochs=5", "-q")
+    assert extended.exit_code == 0, extended.output
+    assert "re-planned" in extended.stderr
+    assert load(run / "last.pt")["state"]["epoch"] == 5
+
+
+def test_resume_of_a_missing_path_is_an_error_not_a_fresh_start(cli, tmp_path: Path) -> None:
+    result = cli("resume", tmp_path / "no-such-run")
+    assert result.exit_code == 2
+    assert "nothing to resume" in result.stderr
+    assert not (tmp_path / "checkpoints").exists()
+
+
+def test_bad_config_exits_2_without_traceback_or_files(cli, write_config, tmp_path: Path) -> None:
+    path = write_config(model={"name": "lenett"}, optimizer={"name": "sgd", "lr": 0})
+    for command in ("train", "validate"):
+        result = cli(command, path)
+        assert result.exit_code == 2
+        assert "Traceback" not in result.output
+        assert "did you mean 'lenet'?" in result.stderr
+        assert "optimizer.lr" in result.stderr
+    assert not (tmp_path / "checkpoints").exists()
+
+
+def test_set_overrides_apply_to_train_and_validate(cli, write_config, tmp_path: Path) -> None:
+    path = write_config()
+    result = cli("validate", path, "--set", "optimizer.lr=0.02", "--set", "trainer.epochs=1")
+    assert result.exit_code == 0
+    assert "lr: 0.02" in result.stdout and "epochs: 1" in result.stdout
+    bad = cli("train", path, "--set", "optimizer.lr=fast")
+    assert bad.exit_code == 2 and "optimizer.lr" in bad.stderr
+    ok = cli("train", path, "--set", "trainer.epochs=1", "--run-dir", tmp_path / "r", "-q")
+    assert ok.exit_code == 0
+    assert load(tmp_path / "r" / "last.pt")["config"]["trainer"]["epochs"] == 1
+
+
+def test_run_dir_that_holds_files_is_never_overwritten(cli, write_config, tmp_path: Path) -> None:
+    run = tmp_path / "taken"
+    run.mkdir()
+    (run / "notes.txt").write_text("mine")
+    result = cli("train", write_config(), "--run-dir", run)
+    assert result.exit_code == 2 and "already exists" in result.stderr
+    assert [p.name for p in run.iterdir()] == ["notes.txt"]
+
+
+def test_ls_lists_components_with_parameters(cli) -> None:
+    result = cli("ls", "models")
+    assert result.exit_code == 0
+    for name in ("mlp", "lenet", "resnet34", "linear", "logistic"):
+        assert name in result.stdout
+    assert "hidden: list[int] = [100]" in result.stdout
+    everything = cli("ls").stdout
+    for kind in ("datasets", "optimizers", "schedulers", "losses"):
+        assert kind in everything
+    assert cli("ls", "widgets").exit_code == 2
+
+
+def test_schema_is_json_with_every_component(cli) -> None:
+    result = cli("schema")
+    assert result.exit_code == 0
+    schema = json.loads(result.stdout)
+    text = json.dumps(schema)
+    for name in ("resnet34", "image_folder", "onecycle", "rmsprop", "bce"):
+        assert f'"{name}"' in text
+    assert "trainer" in schema["properties"]
+
+
+@pytest.mark.slow
+def test_python_dash_m_and_help(cli) -> None:
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-m", "trainkit", "--help"], capture_output=True, text=True, check=True
+    )
+    for command in ("train", "resume", "eval", "validate", "ls", "schema"):
+        assert command in result.stdout

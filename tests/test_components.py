@@ -1,0 +1,189 @@
+"""Every registered component builds and takes part in a real training step."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from tests.conftest import tiny_experiment
+from tests.disk_datasets import write_cifar10, write_image_folder, write_mnist
+from trainkit import recipe
+from trainkit.checkpoint import load
+from trainkit.config import validate
+from trainkit.registry import DATASETS, LOSSES, MODELS, OPTIMIZERS, SCHEDULERS, load_components
+
+
+@pytest.fixture
+def image_roots(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    import torchvision.datasets.cifar as cifar
+
+    # Fixture pickles cannot match the md5 of the original CIFAR download.
+    monkeypatch.setattr(cifar, "check_integrity", lambda path, md5=None: os.path.isfile(path))
+    write_mnist(tmp_path / "mnist", n_train=40, n_test=10)
+    write_cifar10(tmp_path / "cifar", per_batch=8, n_test=10)
+    write_image_folder(tmp_path / "folder", per_class=4, size=24)
+    return {
+        "mnist": str(tmp_path / "mnist"),
+        "cifar": str(tmp_path / "cifar"),
+        "folder": str(tmp_path / "folder"),
+    }
+
+
+def one_step(raw: dict[str, Any], tmp_path: Path) -> None:
+    """Train one short epoch; assert the weights moved and the checkpoint holds them."""
+    raw = {**raw, "trainer": {**raw.get("trainer", {}), "epochs": 1, "device": "cpu"}}
+    raw["logging"] = {"tensorboard": False}
+    config = validate(raw)
+    before = {k: v.clone() for k, v in recipe.build(config).parts.module.state_dict().items()}
+    result = recipe.train(config, run_dir=tmp_path / "run", quiet=True)
+    assert result.status == "completed" and result.step >= 1
+    after = load(tmp_path / "run" / "last.pt")["model"]
+    assert before.keys() == after.keys()
+    assert any(
+        not torch.equal(before[k], after[k]) for k in before if before[k].is_floating_point()
+    )
+    assert all(torch.isfinite(v).all() for v in after.values() if v.is_floating_point())
+
+
+SYNTHETIC = {"name": "synthetic_logistic", "n_train": 64, "n_test": 16, "batch_size": 16}
+REGRESSION = {"name": "synthetic_linear", "n_train": 64, "n_test": 16, "batch_size": 16}
+
+MODEL_CASES = {
+    "mlp": (
+        {"name": "mlp", "hidden": [8], "dropout": 0.1, "init": "scaled"},
+        SYNTHETIC,
+        "cross_entropy",
+    ),
+    "linear": ({"name": "linear"}, REGRESSION, "mse"),
+    "logistic": ({"name": "logistic"}, SYNTHETIC, "bce"),
+    "lenet": (
+        {"name": "lenet"},
+        {"name": "mnist", "root": "mnist", "batch_size": 8},
+        "cross_entropy",
+    ),
+    "resnet34": (
+        {"name": "resnet34"},
+        {"name": "cifar10", "root": "cifar", "batch_size": 8},
+        "cross_entropy",
+    ),
+}
+
+
+@pytest.mark.parametrize("model", sorted(MODEL_CASES))
+def test_every_model_trains(model: str, image_roots: dict[str, str], tmp_path: Path) -> None:
+    params, data, loss = MODEL_CASES[model]
+    if "root" in data:
+        data = {**data, "root": image_roots[data["root"]]}
+    one_step(tiny_experiment(model=params, data=data, loss={"name": loss}), tmp_path)
+
+
+def test_lenet_and_resnet_fit_other_image_shapes(
+    image_roots: dict[str, str], tmp_path: Path
+) -> None:
+    cifar = {"name": "cifar10", "root": image_roots["cifar"], "batch_size": 8}
+    one_step(tiny_experiment(model={"name": "lenet"}, data=cifar), tmp_path / "lenet")
+    folder = {
+        "name": "image_folder",
+        "root": image_roots["folder"],
+        "image_size": 72,
+        "workers": 0,
+        "val_fraction": 0.5,
+        "batch_size": 6,
+    }
+    one_step(tiny_experiment(model={"name": "resnet34"}, data=folder), tmp_path / "resnet")
+    net = recipe.build(
+        validate(tiny_experiment(model={"name": "resnet34"}, data=folder))
+    ).parts.module
+    assert net.conv1.kernel_size == (7, 7)  # the ImageNet stem for larger images
+
+
+DATASET_CASES = {
+    "synthetic_logistic": SYNTHETIC,
+    "synthetic_linear": REGRESSION,
+    "mnist": {"name": "mnist", "root": "mnist", "batch_size": 16},
+    "cifar10": {"name": "cifar10", "root": "cifar", "batch_size": 16},
+    "image_folder": {"name": "image_folder", "root": "folder", "batch_size": 4, "workers": 0},
+}
+
+
+@pytest.mark.parametrize("dataset", sorted(DATASET_CASES))
+def test_every_dataset_trains(dataset: str, image_roots: dict[str, str], tmp_path: Path) -> None:
+    data = dict(DATASET_CASES[dataset])
+    if "root" in data:
+        data["root"] = image_roots[data["root"]]
+    loss = "mse" if dataset == "synthetic_linear" else "cross_entropy"
+    one_step(tiny_experiment(data=data, loss={"name": loss}), tmp_path)
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam", "adamw", "rmsprop"])
+def test_every_optimizer_trains(optimizer: str, tmp_path: Path) -> None:
+    one_step(tiny_experiment(optimizer={"name": optimizer, "lr": 0.01}), tmp_path)
+
+
+SCHEDULER_CASES = {
+    "step": {"name": "step", "step_size": 0.5, "warmup_epochs": 0.25},
+    "multistep": {"name": "multistep", "milestones": [0.5]},
+    "cosine": {"name": "cosine", "warmup_epochs": 0.5},
+    "onecycle": {"name": "onecycle"},
+}
+
+
+@pytest.mark.parametrize("scheduler", sorted(SCHEDULER_CASES))
+def test_every_scheduler_trains(scheduler: str, tmp_path: Path) -> None:
+    one_step(tiny_experiment(scheduler=SCHEDULER_CASES[scheduler]), tmp_path)
+
+
+LOSS_CASES = {
+    "cross_entropy": ({"name": "mlp"}, SYNTHETIC),
+    "mse": ({"name": "mlp", "output_activation": "sigmoid"}, SYNTHETIC),  # Nielsen's quadratic cost
+    "bce": ({"name": "mlp"}, SYNTHETIC),
+}
+
+
+@pytest.mark.parametrize("loss", sorted(LOSS_CASES))
+def test_every_loss_trains(loss: str, tmp_path: Path) -> None:
+    model, data = LOSS_CASES[loss]
+    one_step(tiny_experiment(model=model, data=data, loss={"name": loss}), tmp_path)
+
+
+def test_every_registered_component_has_a_case_above() -> None:
+    load_components()
+    assert set(MODELS.names()) == set(MODEL_CASES)
+    assert set(DATASETS.names()) == set(DATASET_CASES)
+    assert set(SCHEDULERS.names()) == set(SCHEDULER_CASES)
+    assert set(LOSSES.names()) == set(LOSS_CASES)
+    assert set(OPTIMIZERS.names()) == {"sgd", "adam", "adamw", "rmsprop"}
+
+
+def test_schedules_count_epochs_in_optimizer_steps() -> None:
+    config = validate(
+        tiny_experiment(
+            data={"n_train": 400, "batch_size": 36},  # 360 train samples: 10 steps per epoch
+            scheduler={"name": "step", "step_size": 2, "gamma": 0.5, "warmup_epochs": 1},
+        )
+    )
+    parts = recipe.build(config).parts
+    lrs = []
+    for _ in range(40):
+        lrs.append(parts.optimizer.param_groups[0]["lr"])
+        parts.optimizer.step()
+        parts.scheduler.step()
+    assert lrs[0] == pytest.approx(0.01)  # warmup starts at 0.1 x lr
+    assert lrs[10] == pytest.approx(0.1)  # warmup over after one epoch
+    assert lrs[29] == pytest.approx(0.1) and lrs[30] == pytest.approx(0.05)  # halved 2 epochs later
+
+
+def test_model_loss_mismatch_is_reported_before_anything_is_written(tmp_path: Path) -> None:
+    from trainkit.errors import UserError
+
+    config = validate(tiny_experiment(model={"name": "logistic"}, loss={"name": "cross_entropy"}))
+    with pytest.raises(UserError, match=r"cross_entropy needs model outputs of shape \(batch, 2\)"):
+        recipe.train(config, run_dir=tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+    regression = validate(tiny_experiment(data=REGRESSION, loss={"name": "cross_entropy"}))
+    with pytest.raises(UserError, match="regression set; use loss mse"):
+        recipe.train(regression, run_dir=tmp_path / "run")

@@ -1,0 +1,133 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import tiny_experiment
+from trainkit.config import apply_overrides, config_model, load_config, to_dict, validate
+from trainkit.errors import UserError
+
+CONFIGS = sorted((Path(__file__).parents[1] / "configs").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
+def test_shipped_configs_are_valid(path: Path) -> None:
+    config = load_config(path)
+    assert config.name
+    assert to_dict(config)["model"]["name"] == config.model.name
+
+
+def test_defaults_are_filled_in() -> None:
+    config = validate(tiny_experiment())
+    assert config.trainer.accumulate_steps == 1
+    assert config.checkpoint.mode == "min"  # inferred from the default monitor val/loss
+    assert config.data.val_fraction == 0.1
+    assert (
+        validate(tiny_experiment(checkpoint={"monitor": "val/accuracy"})).checkpoint.mode == "max"
+    )
+
+
+def test_resolved_config_round_trips() -> None:
+    config = validate(tiny_experiment())
+    again = validate(yaml.safe_load(yaml.safe_dump(to_dict(config))))
+    assert to_dict(again) == to_dict(config)
+    assert next(iter(to_dict(config)["optimizer"])) == "name"
+
+
+def error_of(raw: dict) -> str:
+    with pytest.raises(UserError) as caught:
+        validate(raw, "exp.yaml")
+    return str(caught.value)
+
+
+def test_misspelt_component_suggests_the_closest_name() -> None:
+    message = error_of(tiny_experiment(model={"name": "lenett"}))
+    assert "model.name" in message
+    assert "'lenett'" in message
+    assert "did you mean 'lenet'?" in message
+
+
+def test_misspelt_key_names_its_path_and_suggestion() -> None:
+    message = error_of(tiny_experiment(model={"name": "mlp", "dropot": 0.2}))
+    assert "model: unknown key 'dropot'; did you mean 'dropout'?" in message
+
+
+def test_misspelt_section_is_caught() -> None:
+    raw = tiny_experiment()
+    raw["optimiser"] = raw.pop("optimizer")
+    message = error_of(raw)
+    assert "unknown key 'optimiser'; did you mean 'optimizer'?" in message
+    assert "optimizer: required but missing" in message
+
+
+def test_bad_value_names_field_expectation_and_input() -> None:
+    message = error_of(tiny_experiment(optimizer={"name": "sgd", "lr": -1}))
+    assert "optimizer.lr: Input should be greater than 0 (got -1)" in message
+
+
+def test_nested_section_errors_have_full_paths() -> None:
+    message = error_of(tiny_experiment(trainer={"early_stopping": {"patience": 0}}))
+    assert "trainer.early_stopping.patience" in message
+    message = error_of(tiny_experiment(trainer={"early_stoping": {"patience": 2}}))
+    assert "did you mean 'early_stopping'?" in message
+
+
+def test_cross_field_rules() -> None:
+    message = error_of(tiny_experiment(optimizer={"name": "sgd", "momentum": 0, "nesterov": True}))
+    assert "nesterov" in message
+
+
+def test_overrides_are_dotted_and_yaml_typed() -> None:
+    raw = apply_overrides(
+        tiny_experiment(),
+        ["optimizer.lr=0.5", "trainer.epochs=7", "model.hidden=[8, 4]", "scheduler=null"],
+    )
+    config = validate(raw)
+    assert config.optimizer.lr == 0.5
+    assert config.trainer.epochs == 7
+    assert config.model.hidden == [8, 4]
+    assert config.scheduler is None
+    assert validate(apply_overrides(raw, ["scheduler.name=step"])).scheduler.name == "step"
+
+
+@pytest.mark.parametrize("override", ["optimizer.lr", "=3", "name.x=1"])
+def test_malformed_overrides_are_user_errors(override: str) -> None:
+    with pytest.raises(UserError, match="--set"):
+        apply_overrides(tiny_experiment(), [override])
+
+
+def test_yaml_syntax_error_has_a_position(tmp_path: Path) -> None:
+    path = tmp_path / "broken.yaml"
+    path.write_text("name: x\nmodel: {name: mlp\n")
+    with pytest.raises(UserError, match=r"not valid YAML at line \d+, column \d+"):
+        load_config(path)
+
+
+def test_missing_file_and_plugin_are_user_errors(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="config file not found"):
+        load_config(tmp_path / "nope.yaml")
+    with pytest.raises(UserError, match="cannot import 'no_such_plugin_module'"):
+        validate(tiny_experiment(plugins=["no_such_plugin_module"]))
+
+
+def test_plugin_components_join_the_schema(tmp_path: Path) -> None:
+    (tmp_path / "tk_plugin_double.py").write_text(
+        "from pydantic import Field\n"
+        "from trainkit.registry import ModelParams, register_model\n"
+        "class P(ModelParams):\n"
+        "    width: int = Field(4, ge=1)\n"
+        "@register_model('tk_plugin_double', P)\n"
+        "def build(params, input_shape, num_outputs):\n"
+        "    '''A plugin model.'''\n"
+        "    import torch.nn as nn\n"
+        "    return nn.Sequential(nn.Flatten(), nn.Linear(input_shape[0], num_outputs))\n"
+    )
+    raw = tiny_experiment(plugins=["tk_plugin_double"], model={"name": "tk_plugin_double"})
+    raw["model"] = {"name": "tk_plugin_double", "width": 8}
+    assert validate(raw, search=tmp_path).model.width == 8
+    raw["model"]["widht"] = 3
+    assert "did you mean 'width'?" in error_of(raw)
+    schema = config_model().model_json_schema()
+    assert "tk_plugin_double" in str(schema)

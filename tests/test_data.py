@@ -1,0 +1,139 @@
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.conftest import tiny_experiment
+from tests.disk_datasets import CIFAR_CLASSES, write_cifar10, write_image_folder, write_mnist
+from trainkit.config import validate
+from trainkit.data.memory import BatchTransform, DeviceBatches, Split, hold_out
+from trainkit.errors import UserError
+from trainkit.registry import DATASETS
+
+
+def build(data: dict, seed: int = 0):
+    config = validate(tiny_experiment(data=data))
+    return DATASETS.build(config.data, seed)
+
+
+@pytest.fixture
+def cifar_md5_bypass(monkeypatch: pytest.MonkeyPatch) -> None:
+    """torchvision checks CIFAR files against the original download's md5; fixtures cannot match."""
+    import torchvision.datasets.cifar as cifar
+
+    monkeypatch.setattr(cifar, "check_integrity", lambda path, md5=None: os.path.isfile(path))
+
+
+def test_mnist_is_read_by_torchvision_from_idx_files(tmp_path: Path) -> None:
+    write_mnist(tmp_path, n_train=100, n_test=30)
+    data = build({"name": "mnist", "root": str(tmp_path), "val_fraction": 0.2})
+    assert (len(data.train), len(data.val), len(data.test)) == (80, 20, 30)
+    assert data.train.inputs.dtype == torch.uint8
+    assert tuple(data.train.inputs.shape[1:]) == (1, 28, 28)
+    assert data.info.num_classes == 10 and data.info.input_shape == (1, 28, 28)
+    assert data.mean == (0.1307,)
+
+
+def test_mnist_missing_files_is_a_user_error(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match=r"data\.download=true"):
+        build({"name": "mnist", "root": str(tmp_path / "empty")})
+
+
+def test_cifar10_is_read_by_torchvision_from_pickles(
+    tmp_path: Path, cifar_md5_bypass: None
+) -> None:
+    write_cifar10(tmp_path, per_batch=10, n_test=20)
+    data = build({"name": "cifar10", "root": str(tmp_path)})
+    assert len(data.train) + len(data.val) == 50
+    assert len(data.test) == 20
+    assert tuple(data.train.inputs.shape[1:]) == (3, 32, 32)
+    assert data.info.class_names == tuple(CIFAR_CLASSES)
+    assert data.augment
+
+
+def test_validation_split_is_seeded_and_disjoint() -> None:
+    split = Split(torch.arange(100), torch.arange(100))
+    a_train, a_val = hold_out(split, 0.2, seed=1)
+    _, b_val = hold_out(split, 0.2, seed=1)
+    _, c_val = hold_out(split, 0.2, seed=2)
+    assert torch.equal(a_val.inputs, b_val.inputs)
+    assert not torch.equal(a_val.inputs, c_val.inputs)
+    assert set(a_train.inputs.tolist()).isdisjoint(a_val.inputs.tolist())
+    assert len(a_train) + len(a_val) == 100
+
+
+def test_synthetic_sets_are_deterministic_per_seed() -> None:
+    first = build({"name": "synthetic_linear"}, seed=5)
+    again = build({"name": "synthetic_linear"}, seed=5)
+    other = build({"name": "synthetic_linear"}, seed=6)
+    assert torch.equal(first.train.inputs, again.train.inputs)
+    assert not torch.equal(first.train.inputs, other.train.inputs)
+    assert first.info.num_classes is None and first.train.targets.shape[1] == 1
+    # y = 2x + 3 + noise: least squares recovers the defaults
+    x = torch.cat([first.train.inputs, torch.ones(len(first.train), 1)], dim=1)
+    w = torch.linalg.lstsq(x, first.train.targets).solution.flatten()
+    assert w[0] == pytest.approx(2.0, abs=0.1) and w[1] == pytest.approx(3.0, abs=0.1)
+    logistic = build({"name": "synthetic_logistic", "n_features": 3})
+    assert set(logistic.train.targets.unique().tolist()) == {0, 1}
+    assert logistic.info.input_shape == (3,)
+
+
+def test_image_folder_decodes_once_then_reads_the_cache(tmp_path: Path) -> None:
+    root = write_image_folder(tmp_path / "pets")
+    params = {"name": "image_folder", "root": str(root), "image_size": 16, "workers": 0}
+    data = build(params)
+    assert data.info.class_names == ("cat", "dog", "owl")
+    assert tuple(data.train.inputs.shape[1:]) == (3, 16, 16)
+    assert len(data.train) + len(data.val) == 18 and len(data.test) == 18
+    caches = list((root / ".trainkit-cache").glob("*.pt"))
+    assert len(caches) == 1
+    # A cached read gives the same tensors even when the images are gone ...
+    os.utime(caches[0])
+    again = build(params)
+    assert torch.equal(again.train.inputs, data.train.inputs)
+    # ... and a changed file invalidates it.
+    (root / "train" / "cat" / "0.png").unlink()
+    assert len(build(params).train) + len(build(params).val) == 17
+
+
+def test_image_folder_without_splits_is_a_user_error(tmp_path: Path) -> None:
+    (tmp_path / "flat").mkdir()
+    with pytest.raises(UserError, match="has no train/ folder"):
+        build({"name": "image_folder", "root": str(tmp_path / "flat")})
+
+
+def test_batches_cover_the_split_in_a_resumable_order() -> None:
+    split = Split(torch.arange(10).float().unsqueeze(1), torch.arange(10))
+    data = build({"name": "synthetic_logistic"})
+    transform = BatchTransform(data, torch.device("cpu"), seed=0)
+    batches = DeviceBatches(split, 4, transform, train=True, seed=7)
+    assert len(batches) == 3
+    epoch0 = [t.tolist() for _, t in batches.epoch(0)]
+    assert sorted(i for batch in epoch0 for i in batch) == list(range(10))
+    assert [t.tolist() for _, t in batches.epoch(0, start=1)] == epoch0[1:]
+    assert epoch0 != [t.tolist() for _, t in batches.epoch(1)]
+    assert len(DeviceBatches(split, 4, transform, train=True, drop_last=True)) == 2
+    evaluation = DeviceBatches(split, 4, transform, train=False)
+    assert torch.cat([t for _, t in evaluation.epoch()]).tolist() == list(range(10))
+
+
+def test_augmentation_crops_and_flips_on_the_batch(tmp_path: Path, cifar_md5_bypass: None) -> None:
+    write_cifar10(tmp_path, per_batch=4, n_test=4)
+    data = build({"name": "cifar10", "root": str(tmp_path)})
+    transform = BatchTransform(data, torch.device("cpu"), seed=0)
+    images = data.train.inputs[:8]
+    plain = transform(images, train=False)
+    augmented = transform(images, train=True)
+    assert augmented.shape == plain.shape and augmented.dtype == torch.float32
+    assert not torch.equal(plain, augmented)
+    # normalized with CIFAR-10's statistics
+    expected = (images[0, 0, 0, 0] / 255 - 0.4914) / 0.2470
+    assert plain[0, 0, 0, 0].item() == pytest.approx(expected.item(), rel=1e-5)
+    # the generator state makes augmentation replayable
+    state = transform.state_dict()
+    first = transform(images, train=True)
+    transform.load_state_dict(state)
+    assert torch.equal(first, transform(images, train=True))

@@ -1,0 +1,149 @@
+"""Interrupt a run (SIGTERM, SIGINT, SIGKILL, damaged files) and resume it exactly."""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from tests.conftest import tiny_experiment
+from trainkit import recipe
+from trainkit.checkpoint import load
+from trainkit.config import validate
+
+# Long enough (about 600 steps an epoch) for a signal to land mid-run, seconds in all.
+EXPERIMENT = tiny_experiment(
+    model={"name": "mlp", "hidden": [32], "dropout": 0.2},  # dropout draws from the global RNG
+    data={"n_train": 20000, "n_test": 200, "batch_size": 32},
+    optimizer={"name": "adam", "lr": 0.003},
+    scheduler={"name": "onecycle"},
+    trainer={"epochs": 3, "accumulate_steps": 2},
+    checkpoint={"every_steps": 50},
+    logging={"log_every_steps": 20},
+)
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The uninterrupted run every interrupted one must match bit for bit."""
+    run = tmp_path_factory.mktemp("reference") / "run"
+    recipe.train(validate(EXPERIMENT), run_dir=run, quiet=True)
+    return run
+
+
+def assert_same_run(a: Path, b: Path) -> None:
+    first, second = load(a / "last.pt"), load(b / "last.pt")
+    for name, tensor in first["model"].items():
+        assert torch.equal(tensor, second["model"][name]), name
+    for key, state in first["optimizer"]["state"].items():
+        for name, value in state.items():
+            assert torch.equal(
+                torch.as_tensor(value), torch.as_tensor(second["optimizer"]["state"][key][name])
+            )
+    assert first["metrics"]["val/loss"] == second["metrics"]["val/loss"]
+    assert first["metrics"]["val/accuracy"] == second["metrics"]["val/accuracy"]
+    assert first["metrics"]["train/loss"] == second["metrics"]["train/loss"]
+    assert first["state"]["step"] == second["state"]["step"]
+    history = [_epoch_records(a), _epoch_records(b)]
+    assert history[0] == history[1]
+
+
+def _epoch_records(run: Path) -> list[dict]:
+    """metrics.jsonl without the wall-clock fields, which differ between any two runs."""
+    import json
+
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    timing = {"epoch_time", "samples_per_sec"}
+    return [{k: v for k, v in r.items() if k not in timing} for r in records]
+
+
+def start_training(config: Path, run: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "trainkit", "train", str(config), "--run-dir", str(run)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def wait_for(process: subprocess.Popen[str], seen: Callable[[str], bool]) -> None:
+    assert process.stdout is not None
+    for line in process.stdout:
+        if seen(line):
+            return
+    pytest.fail(f"training ended before the expected output: {process.stderr.read()}")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_signal_mid_epoch_then_resume_is_bit_identical(
+    sig: int, code: int, reference: Path, write_config, tmp_path: Path
+) -> None:
+    run = tmp_path / "run"
+    process = start_training(write_config(EXPERIMENT), run)
+    wait_for(process, lambda line: line.startswith("epoch 2/3  batch"))
+    process.send_signal(sig)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == code, err
+    assert f"trainkit resume {run}" in err
+    stopped = load(run / "last.pt")["state"]
+    assert stopped["epoch"] < 3  # it did stop early
+
+    result = recipe.resume(run, quiet=True)
+    assert result.status == "completed"
+    assert_same_run(reference, run)
+
+
+@pytest.mark.slow
+def test_kill_9_resumes_from_the_last_step_checkpoint(
+    reference: Path, write_config, tmp_path: Path
+) -> None:
+    run = tmp_path / "run"
+    process = start_training(write_config(EXPERIMENT), run)
+    wait_for(process, lambda line: line.startswith("epoch 1/3  batch") and " step 120 " in line)
+    process.kill()
+    process.wait(timeout=60)
+    state = load(run / "last.pt")["state"]
+    assert state["epoch"] == 0 and state["step"] >= 100 and state["batch"] > 0  # mid-epoch
+
+    recipe.resume(run, quiet=True)
+    assert_same_run(reference, run)
+
+
+def test_damaged_newest_checkpoints_fall_back_to_an_older_one(
+    reference: Path, cli, tmp_path: Path
+) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(reference, run)
+    for name in ("last.pt", "best.pt", "epoch_0003.pt"):
+        data = (run / name).read_bytes()
+        (run / name).unlink()  # the files are hard links: replace, do not truncate in place
+        (run / name).write_bytes(data[: len(data) // 2])
+    result = cli("resume", run, "-q")
+    assert result.exit_code == 0, result.output
+    assert result.stderr.count("skipped a damaged checkpoint") == 3
+    assert_same_run(reference, run)  # epoch 2 -> 3 again, to the same weights
+
+
+def test_resume_of_an_explicit_damaged_file_is_an_error(
+    reference: Path, cli, tmp_path: Path
+) -> None:
+    broken = tmp_path / "broken.pt"
+    broken.write_bytes((reference / "last.pt").read_bytes()[:1000])
+    result = cli("resume", broken)
+    assert result.exit_code == 2
+    assert "damaged or not a checkpoint" in result.stderr
+    assert "Traceback" not in result.output
+
+
+def test_resumed_config_is_the_stored_one(reference: Path) -> None:
+    stored = load(reference / "last.pt")["config"]
+    assert stored == yaml.safe_load((reference / "config.yaml").read_text())
+    assert validate(stored).checkpoint.every_steps == 50
