@@ -10,24 +10,33 @@ from pathlib import Path
 from typing import BinaryIO
 
 
-def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
-    """Write `path` through a temporary file in the same folder, fsync it, then rename.
+def _publish(path: Path, make: Callable[[Path], object]) -> None:
+    """Let `make` create the new content under a temporary name, then rename it to `path`.
 
     A crash, a kill or a full disk at any moment leaves the previous `path` untouched
     (and at worst a stray temporary file, removed here when Python still runs).
     """
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        with open(tmp, "wb") as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
+        make(tmp)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise
     _fsync_dir(path.parent)
+
+
+def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
+    """Write `path` through a temporary file in the same folder, fsynced before the rename."""
+
+    def make(tmp: Path) -> None:
+        with open(tmp, "wb") as handle:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+
+    _publish(path, make)
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -40,19 +49,11 @@ def atomic_copy(source: Path, target: Path) -> None:
 
     Safe because files here are never modified in place, only replaced by rename.
     """
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     try:
-        os.link(source, tmp)
+        _publish(target, lambda tmp: os.link(source, tmp))
     except OSError:
-        atomic_write(target, lambda handle: shutil.copyfileobj(source.open("rb"), handle))
-        return
-    try:
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
-    _fsync_dir(target.parent)
+        with source.open("rb") as original:
+            atomic_write(target, lambda handle: shutil.copyfileobj(original, handle))
 
 
 def _fsync_dir(folder: Path) -> None:
