@@ -1,0 +1,182 @@
+"""In-memory datasets fed from tensors on the training device.
+
+Every built-in dataset fits in memory, so a dataset is three tensor splits. Batches are
+cut from them on the training device by a shuffled index: no DataLoader workers, no
+per-sample Python transform. Images stay uint8 until a batch is taken, then are cropped,
+flipped and normalized batch-wise on the device.
+
+Data order is a pure function of (seed, epoch), and augmentation draws from its own
+generator whose state goes into checkpoints, so a resumed run sees exactly the batches
+an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from trainkit.errors import UserError
+
+CROP_PADDING = 4
+
+
+@dataclass(frozen=True)
+class DataInfo:
+    """What a model needs to know about its data."""
+
+    input_shape: tuple[int, ...]
+    num_classes: int | None  # None: a regression set
+    class_names: tuple[str, ...] = ()
+    target_dim: int = 1  # regression targets per sample
+
+    @property
+    def is_classification(self) -> bool:
+        return self.num_classes is not None
+
+    @property
+    def num_outputs(self) -> int:
+        return self.num_classes if self.num_classes is not None else self.target_dim
+
+
+@dataclass
+class Split:
+    """Inputs (uint8 NCHW images or float features) and targets (class indices or floats)."""
+
+    inputs: Tensor
+    targets: Tensor
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def subset(self, index: Tensor) -> Split:
+        return Split(self.inputs[index], self.targets[index])
+
+    def to(self, device: torch.device) -> Split:
+        return Split(self.inputs.to(device), self.targets.to(device))
+
+
+@dataclass
+class InMemoryDataset:
+    """Train, validation and test splits, with how to turn a batch of inputs into floats."""
+
+    train: Split
+    val: Split
+    test: Split
+    info: DataInfo
+    mean: tuple[float, ...] | None = None  # per channel, on the 0..1 scale; None: features
+    std: tuple[float, ...] | None = None
+    augment: bool = False  # random crop (4-pixel padding) and horizontal flip on train
+
+    def split(self, name: str) -> Split:
+        return {"train": self.train, "val": self.val, "test": self.test}[name]
+
+
+def hold_out(split: Split, fraction: float, seed: int) -> tuple[Split, Split]:
+    """A seeded random validation split taken out of `split`: (rest, held_out)."""
+    n_val = max(1, round(len(split) * fraction))
+    if n_val >= len(split):
+        raise UserError(
+            f"data.val_fraction={fraction} of {len(split)} training samples leaves none to "
+            "train on; lower it or use a larger dataset."
+        )
+    order = torch.randperm(len(split), generator=torch.Generator().manual_seed(seed))
+    return split.subset(order[n_val:].sort().values), split.subset(order[:n_val].sort().values)
+
+
+class BatchTransform:
+    """uint8 images to normalized floats, with optional crop and flip, batch-wise on device."""
+
+    def __init__(
+        self, dataset: InMemoryDataset, device: torch.device, seed: int, channels_last: bool = False
+    ) -> None:
+        self.augment = dataset.augment
+        self.channels_last = channels_last
+        self.generator = torch.Generator(device=device).manual_seed(seed)
+        self.scale: Tensor | None = None
+        self.shift: Tensor | None = None
+        if dataset.mean is not None and dataset.std is not None:
+            mean = torch.tensor(dataset.mean, device=device).view(1, -1, 1, 1)
+            std = torch.tensor(dataset.std, device=device).view(1, -1, 1, 1)
+            self.scale = 1.0 / (255.0 * std)
+            self.shift = -mean / std
+
+    def __call__(self, inputs: Tensor, train: bool) -> Tensor:
+        if train and self.augment:
+            inputs = self._crop_and_flip(inputs)
+        if self.scale is not None:
+            inputs = inputs.float().mul_(self.scale).add_(self.shift)
+        if self.channels_last and inputs.dim() == 4:
+            inputs = inputs.contiguous(memory_format=torch.channels_last)
+        return inputs
+
+    def _crop_and_flip(self, images: Tensor) -> Tensor:
+        n, c, h, w = images.shape
+        device = images.device
+        pad = CROP_PADDING
+        padded = F.pad(images, (pad, pad, pad, pad))
+        offsets = torch.randint(0, 2 * pad + 1, (2, n), generator=self.generator, device=device)
+        rows = (offsets[0, :, None] + torch.arange(h, device=device))[:, None, :, None]
+        cols = (offsets[1, :, None] + torch.arange(w, device=device))[:, None, None, :]
+        batch = torch.arange(n, device=device)[:, None, None, None]
+        channel = torch.arange(c, device=device)[None, :, None, None]
+        cropped = padded[batch, channel, rows, cols]
+        flip = torch.rand(n, generator=self.generator, device=device) < 0.5
+        return torch.where(flip[:, None, None, None], cropped.flip(3), cropped)
+
+    def state_dict(self) -> dict[str, Tensor]:
+        return {"generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict[str, Tensor]) -> None:
+        self.generator.set_state(state["generator"])
+
+
+class DeviceBatches:
+    """Batches of one split, cut from tensors that already live on the training device."""
+
+    def __init__(
+        self,
+        split: Split,
+        batch_size: int,
+        transform: BatchTransform,
+        *,
+        train: bool,
+        seed: int = 0,
+        drop_last: bool = False,
+    ) -> None:
+        self.split = split
+        self.batch_size = batch_size
+        self.transform = transform
+        self.train = train
+        self.seed = seed
+        self.drop_last = drop_last and len(split) >= batch_size
+
+    def __len__(self) -> int:
+        n = len(self.split)
+        return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
+
+    @property
+    def num_samples(self) -> int:
+        return len(self.split)
+
+    def order(self, epoch: int) -> Tensor:
+        """This epoch's sample order: a function of (seed, epoch) alone, so resumable."""
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        return torch.randperm(len(self.split), generator=generator).to(self.split.targets.device)
+
+    def epoch(self, epoch: int = 0, start: int = 0) -> Iterator[tuple[Tensor, Tensor]]:
+        """Batches of `epoch` (shuffled when training), skipping the first `start`."""
+        order = self.order(epoch) if self.train else None
+        size = self.batch_size
+        for b in range(start, len(self)):
+            if order is None:
+                inputs = self.split.inputs[b * size : (b + 1) * size]
+                targets = self.split.targets[b * size : (b + 1) * size]
+            else:
+                index = order[b * size : (b + 1) * size]
+                inputs, targets = self.split.inputs[index], self.split.targets[index]
+            yield self.transform(inputs, self.train), targets

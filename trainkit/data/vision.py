@@ -1,0 +1,90 @@
+"""MNIST and CIFAR-10, read by torchvision's own dataset classes into memory."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from pydantic import Field
+
+from trainkit.errors import UserError
+from trainkit.registry import DatasetParams, register_dataset
+
+if TYPE_CHECKING:
+    from trainkit.data.memory import InMemoryDataset
+
+MNIST_MEAN, MNIST_STD = (0.1307,), (0.3081,)
+CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
+
+
+class TorchvisionParams(DatasetParams):
+    root: str = Field("data", description="Folder torchvision reads (and downloads) into.")
+    download: bool = Field(False, description="Download the files if they are missing.")
+
+
+class MNISTParams(TorchvisionParams):
+    pass
+
+
+class CIFAR10Params(TorchvisionParams):
+    augment: bool = Field(True, description="Random 32x32 crop of a 4-pixel padded image, and flips.")
+
+
+def _open(cls: Any, params: TorchvisionParams, train: bool) -> Any:
+    """One split through torchvision, with its errors turned into advice."""
+    try:
+        return cls(root=params.root, train=train, download=params.download)
+    except (RuntimeError, OSError) as exc:
+        hint = (
+            "set data.download=true to fetch it"
+            if not params.download
+            else "the download failed; fetch the files by hand into that folder"
+        )
+        raise UserError(
+            f"data: cannot read {cls.__name__} under data.root={params.root!r} ({exc}). "
+            f"Point data.root at the folder that holds {cls.__name__}'s files, or {hint}."
+        ) from None
+
+
+@register_dataset("mnist", MNISTParams)
+def mnist(params: MNISTParams, seed: int) -> InMemoryDataset:
+    """MNIST handwritten digits: 1x28x28, 10 classes; 60,000 train, 10,000 test."""
+    from torchvision.datasets import MNIST
+
+    from trainkit.data.memory import DataInfo, InMemoryDataset, Split, hold_out
+
+    train, test = (_open(MNIST, params, train) for train in (True, False))
+    full = Split(train.data.unsqueeze(1).contiguous(), train.targets.long())
+    fit, val = hold_out(full, params.val_fraction, seed)
+    return InMemoryDataset(
+        train=fit,
+        val=val,
+        test=Split(test.data.unsqueeze(1).contiguous(), test.targets.long()),
+        info=DataInfo((1, 28, 28), 10, tuple(train.classes)),
+        mean=MNIST_MEAN,
+        std=MNIST_STD,
+    )
+
+
+@register_dataset("cifar10", CIFAR10Params)
+def cifar10(params: CIFAR10Params, seed: int) -> InMemoryDataset:
+    """CIFAR-10 colour images: 3x32x32, 10 classes; 50,000 train, 10,000 test."""
+    import torch
+    from torchvision.datasets import CIFAR10
+
+    from trainkit.data.memory import DataInfo, InMemoryDataset, Split, hold_out
+
+    def as_split(ds: Any) -> Split:
+        images = torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous()
+        return Split(images, torch.tensor(ds.targets, dtype=torch.long))
+
+    train, test = (_open(CIFAR10, params, train) for train in (True, False))
+    fit, val = hold_out(as_split(train), params.val_fraction, seed)
+    return InMemoryDataset(
+        train=fit,
+        val=val,
+        test=as_split(test),
+        info=DataInfo((3, 32, 32), 10, tuple(train.classes)),
+        mean=CIFAR10_MEAN,
+        std=CIFAR10_STD,
+        augment=params.augment,
+    )
