@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
 
 class ImageFolderParams(DatasetParams):
-    root: str = Field(description="Folder with train/ and test/, each holding one folder per class.")
+    root: str = Field(description="Folder with train/ and test/, each with a folder per class.")
     image_size: int = Field(32, ge=8, description="Images are resized to image_size x image_size.")
     augment: bool = Field(False, description="Random crop of a 4-pixel padded image, and flips.")
     cache_dir: str | None = Field(
@@ -101,7 +101,9 @@ def _load_or_decode(params: ImageFolderParams) -> dict[str, Any]:
                 f"data.root={params.root!r} has no {split}/ folder. image_folder expects "
                 "ROOT/train/<class>/<image> and ROOT/test/<class>/<image>."
             )
-    cache_dir = Path(params.cache_dir).expanduser() if params.cache_dir else root / ".trainkit-cache"
+    cache_dir = root / ".trainkit-cache"
+    if params.cache_dir:
+        cache_dir = Path(params.cache_dir).expanduser()
     cache = cache_dir / f"image_folder-{_fingerprint(root, params.image_size)}.pt"
     if cache.is_file():
         try:

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
 
 class SyntheticParams(DatasetParams):
-    n_train: int = Field(1000, ge=2, description="Training samples (validation is held out of these).")
+    n_train: int = Field(1000, ge=2, description="Training samples (validation is taken out).")
     n_test: int = Field(200, ge=1, description="Test samples.")
     n_features: int = Field(1, ge=1, description="Input features per sample.")
     noise: float = Field(0.5, ge=0, description="Standard deviation of the added Gaussian noise.")
@@ -42,7 +42,11 @@ def _features(params: SyntheticParams, generator: torch.Generator) -> torch.Tens
 
 
 def _dataset(
-    params: SyntheticParams, seed: int, inputs: torch.Tensor, targets: torch.Tensor, classes: int | None
+    params: SyntheticParams,
+    seed: int,
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+    classes: int | None,
 ) -> InMemoryDataset:
     from trainkit.data.memory import DataInfo, InMemoryDataset, Split, hold_out
 

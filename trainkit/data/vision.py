@@ -26,7 +26,7 @@ class MNISTParams(TorchvisionParams):
 
 
 class CIFAR10Params(TorchvisionParams):
-    augment: bool = Field(True, description="Random 32x32 crop of a 4-pixel padded image, and flips.")
+    augment: bool = Field(True, description="Random crop of a 4-pixel padded image, and flips.")
 
 
 def _open(cls: Any, params: TorchvisionParams, train: bool) -> Any:
