@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ import yaml
 from typer.testing import CliRunner
 
 from trainkit.cli import app
+from trainkit.registry import REGISTRIES, load_components
 
 
 def tiny_experiment(**sections: Any) -> dict[str, Any]:
@@ -72,3 +74,15 @@ def cli() -> Callable[..., Any]:
         return runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
 
     return invoke
+
+
+@pytest.fixture(autouse=True)
+def _forget_plugins() -> Iterator[None]:
+    """Plugins a test registers (modules named tk_*) do not leak into later tests."""
+    load_components()
+    before = {kind: dict(registry._entries) for kind, registry in REGISTRIES.items()}
+    yield
+    for kind, registry in REGISTRIES.items():
+        registry._entries = before[kind]
+    for name in [m for m in sys.modules if m.startswith("tk_")]:
+        del sys.modules[name]

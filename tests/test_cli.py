@@ -135,6 +135,21 @@ def test_ls_lists_components_with_parameters(cli) -> None:
     assert cli("ls", "widgets").exit_code == 2
 
 
+def test_ls_and_schema_include_plugins(cli, tmp_path: Path) -> None:
+    (tmp_path / "tk_ls_plugin.py").write_text(
+        "from trainkit.registry import register_loss\n"
+        "@register_loss('tk_ls_loss')\n"
+        "def build(params, data):\n"
+        '    """A loss from a plugin."""\n'
+    )
+    listed = cli("ls", "losses", "--plugin", "tk_ls_plugin")
+    assert listed.exit_code == 0
+    assert "tk_ls_loss" in listed.stdout and "A loss from a plugin." in listed.stdout
+    assert '"tk_ls_loss"' in cli("schema", "--plugin", "tk_ls_plugin").stdout
+    missing = cli("ls", "--plugin", "tk_no_such_plugin")
+    assert missing.exit_code == 2 and "cannot import 'tk_no_such_plugin'" in missing.stderr
+
+
 def test_schema_is_json_with_every_component(cli) -> None:
     result = cli("schema")
     assert result.exit_code == 0

@@ -47,6 +47,12 @@ Overrides = Annotated[
     ),
 ]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="Print only warnings and errors.")]
+Plugins = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--plugin", metavar="MODULE", help="Also load this plugin module's components. Repeatable."
+    ),
+]
 
 
 class SplitName(str, Enum):
@@ -201,9 +207,10 @@ def ls(
     kind: Annotated[
         Kind | None, typer.Argument(help="Which components; all when left out.")
     ] = None,
+    plugins: Plugins = None,
 ) -> None:
     """List the registered components and their parameters."""
-    load_components()
+    load_components(plugins or [])
     for key in [kind.value] if kind else list(REGISTRIES):
         table = Table(title=key, show_lines=True)
         table.add_column("name", style="bold")
@@ -215,9 +222,9 @@ def ls(
 
 
 @command()
-def schema() -> None:
+def schema(plugins: Plugins = None) -> None:
     """Print the JSON schema of experiment files (for editor completion)."""
-    load_components()
+    load_components(plugins or [])
     typer.echo(json.dumps(config_model().model_json_schema(), indent=2))
 
 
