@@ -170,3 +170,22 @@ def test_python_dash_m_and_help(cli) -> None:
     )
     for command in ("train", "resume", "eval", "validate", "ls", "schema"):
         assert command in result.stdout
+
+
+def test_eval_of_a_regression_run_reports_loss_only(cli, write_config, tmp_path: Path) -> None:
+    config = write_config(
+        model={"name": "linear"},
+        data={"name": "synthetic_linear", "n_train": 200, "n_test": 50},
+        loss={"name": "mse"},
+        optimizer={"name": "sgd", "lr": 0.05, "momentum": 0.0},
+        scheduler=None,
+        trainer={"epochs": 20},
+    )
+    assert cli("train", config, "--run-dir", tmp_path / "run", "-q").exit_code == 0
+    out = tmp_path / "scores.json"
+    result = cli("eval", "--ckpt", tmp_path / "run" / "last.pt", "--out", out)
+    assert result.exit_code == 0, result.output
+    scores = json.loads(out.read_text())
+    assert scores["accuracy"] is None and scores["per_class_accuracy"] is None
+    assert 0 < scores["loss"] < 1.0  # noise variance is 0.25: the line was learned
+    assert "accuracy" not in result.stdout

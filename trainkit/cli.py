@@ -145,18 +145,18 @@ def eval_(
     summary.add_column("metric")
     summary.add_column("value", justify="right")
     summary.add_row("loss", f"{result['loss']:.4f}")
-    if "accuracy" in result:
+    if result["accuracy"] is not None:
         summary.add_row("accuracy", f"{result['accuracy']:.4f}")
     summary.add_row("samples", str(result["samples"]))
     stdout.print(summary)
-    if "per_class_accuracy" in result:
+    if result["per_class_accuracy"] is not None:
         classes = Table(title="per-class accuracy")
         classes.add_column("class")
         classes.add_column("accuracy", justify="right")
         for name, accuracy in zip(
             result["class_names"], result["per_class_accuracy"], strict=False
         ):
-            classes.add_row(name, f"{accuracy:.4f}")
+            classes.add_row(name, "-" if accuracy is None else f"{accuracy:.4f}")
         stdout.print(classes)
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)

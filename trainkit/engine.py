@@ -117,7 +117,7 @@ def evaluate(
     if num_classes:
         hit, total = per_class.tolist()
         result["per_class_accuracy"] = [
-            h / t if t else math.nan for h, t in zip(hit, total, strict=True)
+            h / t if t else None for h, t in zip(hit, total, strict=True)
         ]
     return result
 

@@ -27,8 +27,10 @@ from trainkit.data.memory import BatchTransform, DataInfo, DeviceBatches, InMemo
 from trainkit.device import resolve_device, resolve_precision
 from trainkit.engine import LoopSettings, Outcome, Parts, TrainState, evaluate, fit
 from trainkit.errors import UserError
+from trainkit.losses import Objective
 from trainkit.registry import DATASETS, LOSSES, MODELS, OPTIMIZERS, SCHEDULERS
-from trainkit.runs import create_run_dir, stop_on_signals, write_config
+from trainkit.runs import create_run_dir, write_config
+from trainkit.signals import stop_on_signals
 from trainkit.tracking import MetricsLog
 
 
@@ -128,7 +130,11 @@ def build(config: Config) -> Experiment:
 
 
 def _probe(
-    module: nn.Module, objective: Any, batches: DeviceBatches, config: Config, shape: tuple
+    module: nn.Module,
+    objective: Objective,
+    batches: DeviceBatches,
+    config: Config,
+    shape: tuple[int, ...],
 ) -> None:
     """Run two samples through model and loss, so a mismatch is a clear error up front."""
     inputs, targets = next(batches.epoch(0))
@@ -282,7 +288,13 @@ def resume(path: Path, overrides: list[str] | None = None, quiet: bool = False) 
     _load_weights(parts.module, payload, found.path)
     if parts.scaler is not None and payload["scaler"] is not None:
         parts.scaler.load_state_dict(payload["scaler"])
-    parts.train.transform.load_state_dict(payload["data"])
+    try:
+        parts.train.transform.load_state_dict(payload["data"])
+    except RuntimeError:
+        warn(
+            "the checkpoint's augmentation generator belongs to another device type; "
+            "augmentation continues from a fresh seed, so this resume is not bit-exact."
+        )
     stored_epochs = payload["config"]["trainer"]["epochs"]
     if parts.scheduler is not None and stored_epochs != config.trainer.epochs:
         warn(
@@ -333,9 +345,12 @@ def evaluate_checkpoint(
     result = evaluate(parts, batches, experiment.info.num_classes)
     return {
         "split": split,
+        "loss": result["loss"],
+        "accuracy": result.get("accuracy"),  # None for regression
+        "samples": result["samples"],
+        "per_class_accuracy": result.get("per_class_accuracy"),
+        "class_names": list(experiment.info.class_names),
         "checkpoint": str(path),
         "epoch": payload["state"]["epoch"],
         "step": payload["state"]["step"],
-        **result,
-        "class_names": list(experiment.info.class_names),
     }

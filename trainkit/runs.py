@@ -7,10 +7,6 @@ leaves nothing behind, and an existing run is never written over.
 
 from __future__ import annotations
 
-import contextlib
-import signal
-import threading
-from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
 
@@ -42,27 +38,3 @@ def create_run_dir(root: Path, name: str, explicit: Path | None = None) -> Path:
 
 def write_config(run_dir: Path, text: str) -> None:
     atomic_write_bytes(run_dir / CONFIG_FILE, text.encode())
-
-
-@contextlib.contextmanager
-def stop_on_signals() -> Iterator[Callable[[], int | None]]:
-    """Turn SIGINT/SIGTERM into a request the training loop polls between steps.
-
-    Yields a function returning the signal received (or None). A second Ctrl-C stops at
-    once, which is safe: checkpoints are written atomically.
-    """
-    received: list[int] = []
-
-    def handler(signum: int, frame: object) -> None:
-        if received and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        received.append(signum)
-
-    watched = (signal.SIGINT, signal.SIGTERM)
-    in_main = threading.current_thread() is threading.main_thread()
-    previous = {s: signal.signal(s, handler) for s in watched} if in_main else {}
-    try:
-        yield lambda: received[0] if received else None
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)

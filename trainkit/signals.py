@@ -1,0 +1,32 @@
+"""Graceful stops: SIGINT and SIGTERM become a request the training loop polls."""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+from collections.abc import Callable, Iterator
+
+
+@contextlib.contextmanager
+def stop_on_signals() -> Iterator[Callable[[], int | None]]:
+    """Turn SIGINT/SIGTERM into a request the training loop polls between steps.
+
+    Yields a function returning the signal received (or None). A second Ctrl-C stops at
+    once, which is safe: checkpoints are written atomically.
+    """
+    received: list[int] = []
+
+    def handler(signum: int, frame: object) -> None:
+        if received and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        received.append(signum)
+
+    watched = (signal.SIGINT, signal.SIGTERM)
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = {s: signal.signal(s, handler) for s in watched} if in_main else {}
+    try:
+        yield lambda: received[0] if received else None
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
