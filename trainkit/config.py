@@ -67,7 +67,9 @@ class TrainerConfig(Params):
         None, description="Stop when checkpoint.monitor stops improving; null disables."
     )
     deterministic: bool = Field(
-        False, description="Deterministic kernels (slower on CUDA; CPU runs are already exact)."
+        False,
+        description="Deterministic kernels where PyTorch has them (slower on CUDA; CPU runs "
+        "are reproducible without it).",
     )
 
 

@@ -158,6 +158,10 @@ def fit(
     state.sums = state.sums.to(device, torch.float32 if device.type == "mps" else torch.float64)
 
     def save(finished_epoch: int | None = None, best: bool = False) -> None:
+        # A step can leave non-finite weights behind a finite loss; never save those.
+        finite = torch.stack([p.detach().isfinite().all() for p in parts.module.parameters()])
+        if not bool(finite.all()):
+            fail("the weights")
         payload = {
             "model": parts.module.state_dict(),
             "optimizer": optimizer.state_dict(),
@@ -170,14 +174,17 @@ def fit(
         }
         checkpointer.save(payload, finished_epoch=finished_epoch, best=best)
 
+    def fail(what: str) -> None:
+        raise RunFailed(
+            f"{what} became non-finite (NaN or infinite) in epoch {state.epoch + 1}, by step "
+            f"{state.step}. The last good checkpoint in {checkpointer.run_dir} is kept. Lower "
+            "optimizer.lr, set trainer.grad_clip, or use precision fp32, then resume or start "
+            "again."
+        )
+
     def check_finite(values: dict[str, float]) -> None:
         if not all(math.isfinite(v) for v in values.values()):
-            raise RunFailed(
-                f"the training loss became non-finite ({values['train/loss']}) in epoch "
-                f"{state.epoch + 1}, by step {state.step}. The last good checkpoint in "
-                f"{checkpointer.run_dir} is kept. Lower optimizer.lr, set trainer.grad_clip, "
-                "or use precision fp32, then resume or start again."
-            )
+            fail("the training loss")
 
     model.train()
     for epoch in range(state.epoch, settings.epochs):

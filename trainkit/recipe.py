@@ -9,6 +9,7 @@ found before the run directory is created, so a failed start writes nothing.
 from __future__ import annotations
 
 import math
+import os
 import random
 import signal
 import warnings
@@ -67,7 +68,11 @@ def build(config: Config) -> Experiment:
     """Data, model, loss, optimizer and schedule for `config`, on the chosen device."""
     trainer = config.trainer
     seed_everything(config.seed)
-    torch.use_deterministic_algorithms(trainer.deterministic)
+    if trainer.deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS needs it to be
+    if trainer.deterministic or torch.are_deterministic_algorithms_enabled():
+        # Only when it changes something: the call imports torch._inductor (seconds).
+        torch.use_deterministic_algorithms(trainer.deterministic, warn_only=True)
     torch.backends.cudnn.benchmark = not trainer.deterministic
     device = resolve_device(trainer.device)
     precision = resolve_precision(trainer.precision, device)

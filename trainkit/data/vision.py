@@ -35,13 +35,15 @@ def _open(cls: Any, params: TorchvisionParams, train: bool) -> Any:
         return cls(root=params.root, train=train, download=params.download)
     except (RuntimeError, OSError) as exc:
         hint = (
-            "set data.download=true to fetch it"
+            "or set data.download=true to fetch them"
             if not params.download
-            else "the download failed; fetch the files by hand into that folder"
+            else "; the download failed (no network?): put the files there by hand and set "
+            "data.download=false"
         )
         raise UserError(
-            f"data: cannot read {cls.__name__} under data.root={params.root!r} ({exc}). "
-            f"Point data.root at the folder that holds {cls.__name__}'s files, or {hint}."
+            f"data: cannot read {cls.__name__} under data.root={params.root!r} "
+            f"({str(exc).strip()}). Point data.root at the folder that holds "
+            f"{cls.__name__}'s files{' ' if not params.download else ''}{hint}."
         ) from None
 
 
