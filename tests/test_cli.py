@@ -189,3 +189,50 @@ def test_eval_of_a_regression_run_reports_loss_only(cli, write_config, tmp_path:
     assert scores["accuracy"] is None and scores["per_class_accuracy"] is None
     assert 0 < scores["loss"] < 1.0  # noise variance is 0.25: the line was learned
     assert "accuracy" not in result.stdout
+
+
+@pytest.mark.slow
+def test_validate_ls_and_schema_do_not_import_torch() -> None:
+    import subprocess
+    import sys
+
+    config = Path(__file__).parents[1] / "configs" / "cifar_resnet.yaml"
+    for args in (["validate", str(config)], ["ls"], ["schema"], ["--help"]):
+        probe = (
+            "import runpy, sys\n"
+            f"sys.argv = ['trainkit', *{args!r}]\n"
+            "try:\n"
+            "    runpy.run_module('trainkit', run_name='__main__')\n"
+            "except SystemExit as exit:\n"
+            "    assert not exit.code, exit.code\n"
+            "heavy = sorted(m for m in ('torch', 'torchvision') if m in sys.modules)\n"
+            "assert not heavy, heavy\n"
+        )
+        result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+        assert result.returncode == 0, (args, result.stderr[-2000:])
+
+
+def test_tensorboard_holds_the_documented_scalars(cli, write_config, tmp_path: Path) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    assert cli("train", write_config(), "--run-dir", tmp_path / "run", "-q").exit_code == 0
+    events = EventAccumulator(str(tmp_path / "run" / "tb"))
+    events.Reload()
+    tags = set(events.Tags()["scalars"])
+    assert {
+        "train/loss",
+        "val/loss",
+        "val/accuracy",
+        "lr",
+        "samples_per_sec",
+        "epoch_time",
+    } <= tags
+    assert [e.step for e in events.Scalars("val/loss")] == [12, 24, 36]  # one per epoch
+    assert "_hparams_/session_start_info" in events.PluginTagToContent("hparams")
+    final = {tag for tag in tags if tag.startswith("hparam/")}
+    assert final == {
+        "hparam/train/loss",
+        "hparam/train/accuracy",
+        "hparam/val/loss",
+        "hparam/val/accuracy",
+    }

@@ -8,6 +8,7 @@ what was wrong and, for a misspelt key or component, the closest valid name.
 
 from __future__ import annotations
 
+import copy
 import functools
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
@@ -178,7 +179,7 @@ def read_yaml(path: Path) -> dict[str, Any]:
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """Apply `--set a.b=value` overrides (values parsed as YAML) to a copy of `raw`."""
-    result = yaml.safe_load(yaml.safe_dump(raw))
+    result = copy.deepcopy(raw)
     for item in overrides:
         key, sep, text = item.partition("=")
         if not sep or not key.strip():
@@ -226,7 +227,7 @@ def load_config(path: Path, overrides: list[str] | None = None) -> Config:
 def to_dict(config: Config) -> dict[str, Any]:
     """The resolved config as plain data, each component's `name` first."""
     data = config.model_dump(mode="json")
-    for section in ("model", "data", "loss", "optimizer", "scheduler"):
+    for section in (registry.section for registry in REGISTRIES.values()):
         if isinstance(data.get(section), dict):
             data[section] = {"name": data[section].pop("name"), **data[section]}
     return data

@@ -204,7 +204,8 @@ def _run(
             )
             stop_signal = received()
         if outcome.status != "interrupted":
-            metrics_log.hparams(_flat_hparams(config), outcome.metrics)
+            final = {k: v for k, v in outcome.metrics.items() if k.startswith(("train/", "val/"))}
+            metrics_log.hparams(_flat_hparams(config), final)
     finally:
         reporter.close()
         metrics_log.close()
