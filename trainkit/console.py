@@ -96,8 +96,8 @@ class PlainReporter(QuietReporter):
 class RichReporter(QuietReporter):
     """A terminal: one live bar per epoch with loss, throughput and time left."""
 
-    def __init__(self) -> None:
-        self.console = Console()
+    def __init__(self, console: Console | None = None) -> None:
+        self.console = console or Console()
         self.progress = Progress(
             TextColumn("[bold]{task.description}"),
             BarColumn(),
