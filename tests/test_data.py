@@ -137,3 +137,29 @@ def test_augmentation_crops_and_flips_on_the_batch(tmp_path: Path, cifar_md5_byp
     first = transform(images, train=True)
     transform.load_state_dict(state)
     assert torch.equal(first, transform(images, train=True))
+
+
+def test_each_augmented_image_is_a_padded_crop_possibly_flipped() -> None:
+    import torch.nn.functional as F
+
+    from trainkit.data.memory import DataInfo, InMemoryDataset
+
+    images = torch.randint(1, 256, (16, 3, 8, 8), dtype=torch.uint8)
+    identity = InMemoryDataset(
+        train=Split(images, torch.zeros(16, dtype=torch.long)),
+        val=Split(images, torch.zeros(16, dtype=torch.long)),
+        test=Split(images, torch.zeros(16, dtype=torch.long)),
+        info=DataInfo((3, 8, 8), 2),
+        mean=(0.0, 0.0, 0.0),
+        std=(1 / 255, 1 / 255, 1 / 255),  # so normalized values equal the raw pixels
+        augment=True,
+    )
+    augmented = BatchTransform(identity, torch.device("cpu"), seed=0)(images, train=True)
+    padded = F.pad(images, (4, 4, 4, 4)).float()
+    shifted = 0
+    for image, source in zip(augmented, padded, strict=True):
+        crops = [source[:, y : y + 8, x : x + 8] for y in range(9) for x in range(9)]
+        matches = [c for c in crops if torch.equal(c, image) or torch.equal(c.flip(2), image)]
+        assert matches, "not a crop of the padded image"
+        shifted += not torch.equal(image, source[:, 4:12, 4:12])
+    assert shifted > 8  # most images moved or flipped
