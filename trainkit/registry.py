@@ -123,9 +123,6 @@ class Registry:
     def __iter__(self) -> Iterator[Entry]:
         return (self._entries[name] for name in self.names())
 
-    def __contains__(self, name: object) -> bool:
-        return name in self._entries
-
     def get(self, name: str) -> Entry:
         try:
             return self._entries[name]
