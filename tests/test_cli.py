@@ -65,11 +65,17 @@ def test_eval_scores_a_checkpoint_and_writes_json(cli, write_config, tmp_path: P
     )
     assert val["split"] == "val" and val["samples"] == 40
     assert val["checkpoint"].endswith("best.pt")  # a run directory means its best checkpoint
-    # the same final validation loss the training run logged
-    last = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()][-1]
+    # the same final validation and test scores the training run logged
+    records = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    last_val = [r for r in records if "val/loss" in r][-1]
+    (test,) = [r for r in records if "test/loss" in r]
     assert scores["epoch"] == 3
     assert cli("eval", "--ckpt", run / "last.pt", "--split", "val", "--out", out).exit_code == 0
-    assert json.loads(out.read_text())["loss"] == pytest.approx(last["val/loss"], rel=1e-9)
+    assert json.loads(out.read_text())["loss"] == pytest.approx(last_val["val/loss"], rel=1e-9)
+    assert cli("eval", "--ckpt", run / "last.pt", "--out", out).exit_code == 0
+    final_test = json.loads(out.read_text())
+    assert final_test["loss"] == pytest.approx(test["test/loss"], rel=1e-9)
+    assert final_test["accuracy"] == test["test/accuracy"]
 
 
 def test_resume_continues_and_can_extend(cli, write_config, tmp_path: Path) -> None:
@@ -193,11 +199,18 @@ def test_eval_of_a_regression_run_reports_loss_only(cli, write_config, tmp_path:
 
 @pytest.mark.slow
 def test_validate_ls_and_schema_do_not_import_torch() -> None:
+    """--help loads Typer alone; validate, ls and schema add the schema but never torch."""
     import subprocess
     import sys
 
     config = Path(__file__).parents[1] / "configs" / "cifar_resnet.yaml"
-    for args in (["validate", str(config)], ["ls"], ["schema"], ["--help"]):
+    schema_only = ("torch", "torchvision")
+    for args, unwanted in (
+        (["validate", str(config)], schema_only),
+        (["ls"], schema_only),
+        (["schema"], schema_only),
+        (["--help"], (*schema_only, "pydantic", "rich", "yaml")),
+    ):
         probe = (
             "import runpy, sys\n"
             f"sys.argv = ['trainkit', *{args!r}]\n"
@@ -205,7 +218,7 @@ def test_validate_ls_and_schema_do_not_import_torch() -> None:
             "    runpy.run_module('trainkit', run_name='__main__')\n"
             "except SystemExit as exit:\n"
             "    assert not exit.code, exit.code\n"
-            "heavy = sorted(m for m in ('torch', 'torchvision') if m in sys.modules)\n"
+            f"heavy = sorted(m for m in {unwanted!r} if m in sys.modules)\n"
             "assert not heavy, heavy\n"
         )
         result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
@@ -226,6 +239,8 @@ def test_tensorboard_holds_the_documented_scalars(cli, write_config, tmp_path: P
         "lr",
         "samples_per_sec",
         "epoch_time",
+        "test/loss",
+        "test/accuracy",
     } <= tags
     assert [e.step for e in events.Scalars("val/loss")] == [12, 24, 36]  # one per epoch
     assert "_hparams_/session_start_info" in events.PluginTagToContent("hparams")
@@ -235,4 +250,6 @@ def test_tensorboard_holds_the_documented_scalars(cli, write_config, tmp_path: P
         "hparam/train/accuracy",
         "hparam/val/loss",
         "hparam/val/accuracy",
+        "hparam/test/loss",
+        "hparam/test/accuracy",
     }

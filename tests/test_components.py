@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import pytest
 import torch
@@ -14,6 +14,7 @@ from tests.disk_datasets import write_cifar10, write_image_folder, write_mnist
 from trainkit import recipe
 from trainkit.checkpoint import load
 from trainkit.config import validate
+from trainkit.models.mlp import Activation
 from trainkit.registry import DATASETS, LOSSES, MODELS, OPTIMIZERS, SCHEDULERS, load_components
 
 
@@ -99,6 +100,21 @@ def test_lenet_and_resnet_fit_other_image_shapes(
         validate(tiny_experiment(model={"name": "resnet34"}, data=folder))
     ).parts.module
     assert net.conv1.kernel_size == (7, 7)  # the ImageNet stem for larger images
+
+
+@pytest.mark.parametrize("activation", get_args(Activation))
+def test_lenet_pooling_first_computes_the_textbook_network(activation: str) -> None:
+    """LeNet pools before its activation; that must equal conv, activation, pool."""
+    params = validate(tiny_experiment(model={"name": "lenet", "activation": activation})).model
+    net = MODELS.build(params, (1, 28, 28), 10)
+    conv1, pool1, act1, conv2, pool2, act2, *head = net
+    textbook = torch.nn.Sequential(conv1, act1, pool1, conv2, act2, pool2, *head)
+    images = torch.randn(4, 1, 28, 28)
+    ours, theirs = net(images), textbook(images)
+    torch.testing.assert_close(ours, theirs)
+    (grad_ours,) = torch.autograd.grad(ours.square().sum(), conv1.weight)
+    (grad_theirs,) = torch.autograd.grad(theirs.square().sum(), conv1.weight)
+    torch.testing.assert_close(grad_ours, grad_theirs)
 
 
 DATASET_CASES = {

@@ -1,7 +1,9 @@
 """The `trainkit` command: a thin Typer shell over `trainkit.recipe` and `trainkit.config`.
 
-Nothing here trains or validates by itself. torch is imported only inside the commands
-that need it, so `--help`, `validate`, `ls` and `schema` answer quickly.
+Nothing here trains or validates by itself. Only Typer is imported up front: pydantic,
+rich and the registries load inside the commands that use them, and torch only inside
+train, resume and eval, so `--help` answers at once and `validate`, `ls` and `schema`
+never load torch.
 """
 
 from __future__ import annotations
@@ -13,18 +15,17 @@ from collections.abc import Callable
 from enum import Enum
 from pathlib import Path
 from types import UnionType
-from typing import Annotated, Any, Literal, TypeVar, Union, get_args, get_origin
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar, Union, get_args, get_origin
 
 import typer
-from rich.console import Console
-from rich.table import Table
-from rich.text import Text
 
-from trainkit.config import config_model, load_config, to_yaml
-from trainkit.console import stderr
 from trainkit.errors import RunFailed, UserError
-from trainkit.files import atomic_write_bytes
-from trainkit.registry import REGISTRIES, Entry, load_components
+
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.text import Text
+
+    from trainkit.registry import Entry
 
 app = typer.Typer(
     add_completion=False,
@@ -33,7 +34,13 @@ app = typer.Typer(
     rich_markup_mode=None,
     help="Train PyTorch models from a YAML experiment file: train, eval, resume.",
 )
-stdout = Console(soft_wrap=True)
+
+
+def _stdout() -> Console:
+    from rich.console import Console
+
+    return Console(soft_wrap=True)
+
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -77,6 +84,10 @@ def command(name: str | None = None) -> Callable[[F], F]:
             try:
                 return function(*args, **kwargs)
             except (UserError, RunFailed) as exc:
+                from rich.text import Text
+
+                from trainkit.console import stderr
+
                 stderr.print(Text.assemble(("error: ", "bold red"), str(exc)))
                 raise typer.Exit(exc.exit_code) from None
 
@@ -88,9 +99,13 @@ def command(name: str | None = None) -> Callable[[F], F]:
 
 def _finish(result: Any) -> None:
     """Exit like the process was killed by the signal (130, 143) when a run was stopped."""
+    from trainkit.console import stderr
+
     if result.status == "interrupted":
         raise typer.Exit(128 + int(result.signal or signal.SIGINT))
-    shown = "  ".join(f"{k} {v:.4f}" for k, v in result.metrics.items() if k.startswith("val/"))
+    shown = "  ".join(
+        f"{k} {v:.4f}" for k, v in result.metrics.items() if k.startswith(("val/", "test/"))
+    )
     stderr.print(
         f"{result.status}: {result.epoch} epochs, {result.step} steps  {shown}", highlight=False
     )
@@ -111,6 +126,7 @@ def train(
 ) -> None:
     """Train a model as the experiment file describes."""
     from trainkit import recipe
+    from trainkit.config import load_config
 
     _finish(recipe.train(load_config(config, overrides), run_dir, quiet))
 
@@ -137,9 +153,13 @@ def eval_(
     overrides: Overrides = None,
 ) -> None:
     """Score a checkpoint on the test (or validation) split."""
+    from rich.table import Table
+
     from trainkit import recipe
+    from trainkit.files import atomic_write_bytes
 
     result = recipe.evaluate_checkpoint(ckpt, split.value, overrides)
+    stdout = _stdout()
     stdout.print(f"{result['checkpoint']} (epoch {result['epoch']}, step {result['step']})")
     summary = Table(title=f"{split.value} split")
     summary.add_column("metric")
@@ -169,6 +189,8 @@ def validate(
     overrides: Overrides = None,
 ) -> None:
     """Check an experiment file and print it with every default filled in."""
+    from trainkit.config import load_config, to_yaml
+
     typer.echo(to_yaml(load_config(config, overrides)), nl=False)
 
 
@@ -187,6 +209,8 @@ def _type_name(annotation: Any) -> str:
 
 
 def _describe_params(entry: Entry) -> Text:
+    from rich.text import Text
+
     text = Text()
     for name, field in entry.params.model_fields.items():
         default = (
@@ -210,6 +234,11 @@ def ls(
     plugins: Plugins = None,
 ) -> None:
     """List the registered components and their parameters."""
+    from rich.table import Table
+
+    from trainkit.registry import REGISTRIES, load_components
+
+    stdout = _stdout()
     load_components(plugins or [])
     for key in [kind.value] if kind else list(REGISTRIES):
         table = Table(title=key, show_lines=True)
@@ -224,6 +253,9 @@ def ls(
 @command()
 def schema(plugins: Plugins = None) -> None:
     """Print the JSON schema of experiment files (for editor completion)."""
+    from trainkit.config import config_model
+    from trainkit.registry import load_components
+
     load_components(plugins or [])
     typer.echo(json.dumps(config_model().model_json_schema(), indent=2))
 

@@ -57,13 +57,18 @@ class TrainerConfig(Params):
     )
     compile: bool = Field(False, description="Wrap the model in torch.compile.")
     channels_last: bool | Literal["auto"] = Field(
-        "auto", description="channels_last memory format; auto: for conv nets on CUDA."
+        "auto", description="channels_last memory format; auto: for conv nets on CUDA and CPU."
     )
     accumulate_steps: int = Field(1, ge=1, description="Batches per optimizer step.")
     grad_clip: float | None = Field(
         None, gt=0, description="Clip the gradient norm to this value; null disables."
     )
     eval_every: int = Field(1, ge=1, description="Evaluate on the validation split every N epochs.")
+    test_at_end: bool = Field(
+        True,
+        description="Score the final weights on the test split when training ends; logged "
+        "as test/loss and test/accuracy.",
+    )
     early_stopping: EarlyStoppingConfig | None = Field(
         None, description="Stop when checkpoint.monitor stops improving; null disables."
     )

@@ -254,9 +254,10 @@ def fit(
                 save()
                 return Outcome("interrupted", state, metrics)
 
-        # End of the epoch: summarize, evaluate, checkpoint.
-        epoch_time = time.perf_counter() - epoch_start
+        # End of the epoch: summarize (a sync, so the time covers all queued device work),
+        # evaluate, checkpoint.
         epoch_metrics = _epoch_means(state.sums, classification)
+        epoch_time = time.perf_counter() - epoch_start
         check_finite(epoch_metrics)
         epoch_metrics["lr"] = optimizer.param_groups[0]["lr"]
         epoch_metrics["epoch_time"] = epoch_time

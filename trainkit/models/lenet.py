@@ -20,7 +20,13 @@ class LeNetParams(ModelParams):
 
 @register_model("lenet", LeNetParams)
 def lenet(params: LeNetParams, input_shape: tuple[int, ...], num_outputs: int) -> nn.Module:
-    """LeNet-5: two 5x5 conv + 2x2 max-pool stages, then 120-84-N linear layers."""
+    """LeNet-5: two 5x5 conv + 2x2 max-pool stages, then 120-84-N linear layers.
+
+    Each stage pools before its activation. Every activation offered is increasing, so
+    max-pooling commutes with it: the network computes the same function as
+    conv-activation-pool but applies the activation to a quarter of the values. (A
+    test checks this for every activation; one that is not increasing would break it.)
+    """
     from torch import nn
 
     if len(input_shape) != 3:
@@ -35,11 +41,11 @@ def lenet(params: LeNetParams, input_shape: tuple[int, ...], num_outputs: int) -
         )
     return nn.Sequential(
         nn.Conv2d(channels, 6, 5, padding=pad),
-        activation_layer(params.activation),
         nn.MaxPool2d(2),
+        activation_layer(params.activation),
         nn.Conv2d(6, 16, 5),
-        activation_layer(params.activation),
         nn.MaxPool2d(2),
+        activation_layer(params.activation),
         nn.Flatten(),
         nn.Linear(16 * out_h * out_w, 120),
         activation_layer(params.activation),
