@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import signal
+import sys
 from collections.abc import Callable
 from enum import Enum
 from pathlib import Path
@@ -261,4 +263,19 @@ def schema(plugins: Plugins = None) -> None:
 
 
 def main() -> None:
-    app()
+    """The `trainkit` script. After a command that loaded torch, the process ends at once.
+
+    Python's orderly teardown of torch's modules takes 1.5 s here (`python -c "import
+    torch"` runs 4.1 s, 2.5 s when it ends with os._exit), a fifth of a quick MNIST run.
+    By the time a command returns, everything it wrote is closed and on disk, so only
+    the console streams are left to flush. A crash still ends the normal way.
+    """
+    try:
+        app()
+    except SystemExit as end:
+        if "torch" not in sys.modules:
+            raise
+        code = end.code if isinstance(end.code, int) else int(end.code is not None)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)

@@ -5,8 +5,9 @@ evaluating and checkpointing on the way. It knows nothing of YAML or the command
 it is handed built components (`Parts`), loop settings (`LoopSettings`), where it stands
 (`TrainState`, fresh or restored from a checkpoint) and where its output goes.
 
-Per-step work stays on the device: the loss and accuracy are summed into device tensors
-and read back (one host-device sync) only every `log_every_steps` steps and at epoch end.
+Per-step work stays on the device: the loss and accuracy are summed into a device tensor
+by two in-place ops and read back (one host-device sync) only every `log_every_steps`
+steps and at epoch end.
 """
 
 from __future__ import annotations
@@ -68,8 +69,9 @@ class TrainState:
     step: int = 0  # optimizer steps taken
     best: float | None = None  # best monitored value so far
     stale_evals: int = 0  # evaluations since it last improved (early stopping)
-    # Sums over the current epoch, kept on the device: [loss x samples, correct, samples].
-    sums: Tensor = field(default_factory=lambda: torch.zeros(3, dtype=torch.float64))
+    # Sums over the current epoch, kept on the device: [loss x samples, correct].
+    sums: Tensor = field(default_factory=lambda: torch.zeros(2, dtype=torch.float64))
+    seen: int = 0  # samples trained on this epoch
 
     def as_dict(self) -> dict[str, Any]:
         return {**asdict(self), "sums": self.sums.detach().cpu()}
@@ -130,9 +132,9 @@ def _improved(value: float, best: float | None, settings: LoopSettings) -> bool:
     return value > best + settings.min_delta
 
 
-def _epoch_means(sums: Tensor, classification: bool) -> dict[str, float]:
-    loss_sum, correct, seen = sums.tolist()
-    seen = max(seen, 1.0)
+def _epoch_means(state: TrainState, classification: bool) -> dict[str, float]:
+    loss_sum, correct = state.sums.tolist()
+    seen = max(state.seen, 1)
     means = {"train/loss": loss_sum / seen}
     if classification:
         means["train/accuracy"] = correct / seen
@@ -187,12 +189,14 @@ def fit(
             fail("the training loss")
 
     model.train()
+    loss_total, correct_total = state.sums.unbind()  # views: adding to them adds to sums
     for epoch in range(state.epoch, settings.epochs):
         if state.batch == 0:
             state.sums.zero_()
+            state.seen = 0
         reporter.start_epoch(epoch, settings.epochs, batches, state.batch)
         epoch_start = last_log_time = time.perf_counter()
-        logged_sums = state.sums.tolist()
+        logged_loss, logged_seen = state.sums[0].item(), state.seen
         samples_this_run = 0
 
         for index, (inputs, targets) in enumerate(
@@ -205,14 +209,14 @@ def fit(
             with precision.autocast(device):
                 outputs = model(inputs)
                 loss = objective.loss(outputs, targets)
-            scaled = loss / group_size
+            scaled = loss / group_size if group_size > 1 else loss
             (scaler.scale(scaled) if scaler else scaled).backward()
 
             with torch.no_grad():
-                state.sums[0] += loss.detach().to(state.sums.dtype) * len(targets)
+                loss_total.add_(loss.detach(), alpha=len(targets))
                 if classification:
-                    state.sums[1] += (objective.predict(outputs) == targets).sum()
-                state.sums[2] += len(targets)
+                    correct_total.add_((objective.predict(outputs) == targets).sum())
+            state.seen += len(targets)
             samples_this_run += len(targets)
             state.batch = index + 1
             reporter.advance()
@@ -234,29 +238,30 @@ def fit(
             state.step += 1
 
             if state.step % settings.log_every_steps == 0:
-                sums = state.sums.tolist()  # the one host-device sync of the interval
+                loss_sum = loss_total.item()  # the one host-device sync of the interval
                 now = time.perf_counter()
+                samples = max(state.seen - logged_seen, 1)
                 interval = {
-                    "train/loss": (sums[0] - logged_sums[0]) / max(sums[2] - logged_sums[2], 1),
+                    "train/loss": (loss_sum - logged_loss) / samples,
                     "lr": optimizer.param_groups[0]["lr"],
-                    "samples_per_sec": (sums[2] - logged_sums[2]) / max(now - last_log_time, 1e-9),
+                    "samples_per_sec": samples / max(now - last_log_time, 1e-9),
                 }
                 check_finite(interval)
                 metrics_log.log(state.step, epoch + 1, interval)
                 reporter.log_step(state.step, state.batch, interval)
-                logged_sums, last_log_time = sums, now
+                logged_loss, logged_seen, last_log_time = loss_sum, state.seen, now
             every = settings.checkpoint_every_steps
             if every and state.step % every == 0 and state.batch < batches:
-                check_finite(_epoch_means(state.sums, classification))
+                check_finite(_epoch_means(state, classification))
                 save()
             if stop_requested():
-                check_finite(_epoch_means(state.sums, classification))
+                check_finite(_epoch_means(state, classification))
                 save()
                 return Outcome("interrupted", state, metrics)
 
         # End of the epoch: summarize (a sync, so the time covers all queued device work),
         # evaluate, checkpoint.
-        epoch_metrics = _epoch_means(state.sums, classification)
+        epoch_metrics = _epoch_means(state, classification)
         epoch_time = time.perf_counter() - epoch_start
         check_finite(epoch_metrics)
         epoch_metrics["lr"] = optimizer.param_groups[0]["lr"]
