@@ -6,6 +6,7 @@ reporter decides how they look. Warnings and errors always go to stderr, --quiet
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Protocol
 
@@ -23,7 +24,9 @@ stderr = Console(stderr=True, soft_wrap=True)
 
 
 def warn(text: str) -> None:
-    stderr.print(f"[yellow]warning:[/] {text}", highlight=False)
+    """A warning on stderr; in a multi-process run only rank 0 says it, once for all."""
+    if os.environ.get("RANK", "0") == "0":
+        stderr.print(f"[yellow]warning:[/] {text}", highlight=False)
 
 
 def format_metrics(metrics: dict[str, float]) -> str:

@@ -5,6 +5,10 @@ evaluating and checkpointing on the way. It knows nothing of YAML or the command
 it is handed built components (`Parts`), loop settings (`LoopSettings`), where it stands
 (`TrainState`, fresh or restored from a checkpoint) and where its output goes.
 
+In a data-parallel run every rank runs this same function in lockstep: the figures it
+logs and checks are sums over ranks (`World.sum`), a stop request is voted on by all
+ranks each step, and only rank 0 is handed a checkpointer and a metrics log.
+
 Per-step work stays on the device: the loss and accuracy are summed into a device tensor
 by two in-place ops and read back (one host-device sync) only every `log_every_steps`
 steps and at epoch end.
@@ -25,6 +29,7 @@ from trainkit.checkpoint import Checkpointer, capture_rng
 from trainkit.console import Reporter
 from trainkit.data.memory import DeviceBatches
 from trainkit.device import Precision
+from trainkit.distributed import World
 from trainkit.errors import RunFailed
 from trainkit.losses import Objective
 from trainkit.tracking import MetricsLog
@@ -36,6 +41,7 @@ class Parts:
 
     model: nn.Module  # what runs forward: the module itself, or its torch.compile wrapper
     module: nn.Module  # the plain module, whose state_dict goes into checkpoints
+    training_model: nn.Module  # `model`, inside DistributedDataParallel in a multi-process run
     objective: Objective
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler | None
@@ -44,6 +50,7 @@ class Parts:
     val: DeviceBatches
     device: torch.device
     precision: Precision
+    world: World = field(default_factory=World)
 
 
 @dataclass(frozen=True)
@@ -91,8 +98,12 @@ class Outcome:
 def evaluate(
     parts: Parts, batches: DeviceBatches, num_classes: int | None = None
 ) -> dict[str, Any]:
-    """Loss and accuracy over a whole split (and per-class accuracy with `num_classes`)."""
+    """Loss and accuracy over a whole split (and per-class accuracy with `num_classes`).
+
+    In a multi-process run each rank scores its shard of the split and the sums are added.
+    """
     model, objective = parts.model, parts.objective
+    parts.world.share_buffers(parts.module)
     was_training = model.training
     model.eval()
     dtype = torch.float32 if parts.device.type == "mps" else torch.float64
@@ -112,12 +123,14 @@ def evaluate(
                     per_class[0] += torch.bincount(targets[hits], minlength=num_classes)
                     per_class[1] += torch.bincount(targets, minlength=num_classes)
     model.train(was_training)
-    samples = batches.num_samples
-    result: dict[str, Any] = {"loss": loss_sum.item() / samples, "samples": samples}
+    sums = torch.stack([loss_sum, correct.to(dtype), loss_sum.new_tensor(batches.num_samples)])
+    loss_total, correct_total, samples = parts.world.sum(sums).tolist()
+    samples = int(samples)
+    result: dict[str, Any] = {"loss": loss_total / samples, "samples": samples}
     if objective.predict is not None:
-        result["accuracy"] = correct.item() / samples
+        result["accuracy"] = correct_total / samples
     if num_classes:
-        hit, total = per_class.tolist()
+        hit, total = parts.world.sum(per_class).tolist()
         result["per_class_accuracy"] = [
             h / t if t else None for h, t in zip(hit, total, strict=True)
         ]
@@ -132,12 +145,18 @@ def _improved(value: float, best: float | None, settings: LoopSettings) -> bool:
     return value > best + settings.min_delta
 
 
-def _epoch_means(state: TrainState, classification: bool) -> dict[str, float]:
-    loss_sum, correct = state.sums.tolist()
-    seen = max(state.seen, 1)
-    means = {"train/loss": loss_sum / seen}
+def _totals(state: TrainState, world: World) -> tuple[float, float, int]:
+    """The epoch's (loss x samples, correct, samples) so far, over all ranks: one sync."""
+    local = torch.cat([state.sums, state.sums.new_tensor([state.seen])])
+    loss_sum, correct, seen = world.sum(local).tolist()
+    return loss_sum, correct, int(seen)
+
+
+def _epoch_means(totals: tuple[float, float, int], classification: bool) -> dict[str, float]:
+    loss_sum, correct, seen = totals
+    means = {"train/loss": loss_sum / max(seen, 1)}
     if classification:
-        means["train/accuracy"] = correct / seen
+        means["train/accuracy"] = correct / max(seen, 1)
     return means
 
 
@@ -145,12 +164,17 @@ def fit(
     parts: Parts,
     settings: LoopSettings,
     state: TrainState,
-    checkpointer: Checkpointer,
-    metrics_log: MetricsLog,
+    checkpointer: Checkpointer | None,  # None on ranks other than 0
+    metrics_log: MetricsLog | None,
     reporter: Reporter,
     stop_requested: Callable[[], bool],
 ) -> Outcome:
-    model, optimizer, scaler = parts.model, parts.optimizer, parts.scaler
+    model, optimizer, scaler, world = (
+        parts.training_model,
+        parts.optimizer,
+        parts.scaler,
+        parts.world,
+    )
     objective, precision, device = parts.objective, parts.precision, parts.device
     classification = objective.predict is not None
     batches = len(parts.train)
@@ -164,22 +188,33 @@ def fit(
         finite = torch.stack([p.detach().isfinite().all() for p in parts.module.parameters()])
         if not bool(finite.all()):
             fail("the weights")
+        # Rank 0 saves the epoch's sums over all ranks, and every rank's augmentation state.
+        loss_sum, correct, seen = _totals(state, world)
+        augmentation = world.gather(parts.train.transform.state_dict())
+        if checkpointer is None:
+            return
         payload = {
             "model": parts.module.state_dict(),
             "optimizer": optimizer.state_dict(),
             "scheduler": parts.scheduler.state_dict() if parts.scheduler else None,
             "scaler": scaler.state_dict() if scaler else None,
-            "state": state.as_dict(),
-            "data": parts.train.transform.state_dict(),
+            "state": {
+                **state.as_dict(),
+                "sums": torch.tensor([loss_sum, correct], dtype=torch.float64),
+                "seen": seen,
+            },
+            "data": augmentation[0] if world.size == 1 else augmentation,
+            "world_size": world.size,
             "rng": capture_rng(),
             "metrics": metrics,
         }
         checkpointer.save(payload, finished_epoch=finished_epoch, best=best)
 
     def fail(what: str) -> None:
+        where = f" in {checkpointer.run_dir}" if checkpointer else ""
         raise RunFailed(
             f"{what} became non-finite (NaN or infinite) in epoch {state.epoch + 1}, by step "
-            f"{state.step}. The last good checkpoint in {checkpointer.run_dir} is kept. Lower "
+            f"{state.step}. The last good checkpoint{where} is kept. Lower "
             "optimizer.lr, set trainer.grad_clip, or use precision fp32, then resume or start "
             "again."
         )
@@ -196,8 +231,8 @@ def fit(
             state.seen = 0
         reporter.start_epoch(epoch, settings.epochs, batches, state.batch)
         epoch_start = last_log_time = time.perf_counter()
-        logged_loss, logged_seen = state.sums[0].item(), state.seen
-        samples_this_run = 0
+        logged_loss, _, logged_seen = _totals(state, world)
+        seen_at_start = logged_seen
 
         for index, (inputs, targets) in enumerate(
             parts.train.epoch(epoch, state.batch), state.batch
@@ -217,7 +252,6 @@ def fit(
                 if classification:
                     correct_total.add_((objective.predict(outputs) == targets).sum())
             state.seen += len(targets)
-            samples_this_run += len(targets)
             state.batch = index + 1
             reporter.advance()
             if index + 1 - group_start < group_size:
@@ -238,35 +272,37 @@ def fit(
             state.step += 1
 
             if state.step % settings.log_every_steps == 0:
-                loss_sum = loss_total.item()  # the one host-device sync of the interval
+                loss_sum, _, seen = _totals(state, world)  # the one sync of the interval
                 now = time.perf_counter()
-                samples = max(state.seen - logged_seen, 1)
+                samples = max(seen - logged_seen, 1)
                 interval = {
                     "train/loss": (loss_sum - logged_loss) / samples,
                     "lr": optimizer.param_groups[0]["lr"],
                     "samples_per_sec": samples / max(now - last_log_time, 1e-9),
                 }
                 check_finite(interval)
-                metrics_log.log(state.step, epoch + 1, interval)
+                if metrics_log:
+                    metrics_log.log(state.step, epoch + 1, interval)
                 reporter.log_step(state.step, state.batch, interval)
-                logged_loss, logged_seen, last_log_time = loss_sum, state.seen, now
+                logged_loss, logged_seen, last_log_time = loss_sum, seen, now
             every = settings.checkpoint_every_steps
             if every and state.step % every == 0 and state.batch < batches:
-                check_finite(_epoch_means(state, classification))
+                check_finite(_epoch_means(_totals(state, world), classification))
                 save()
             if stop_requested():
-                check_finite(_epoch_means(state, classification))
+                check_finite(_epoch_means(_totals(state, world), classification))
                 save()
                 return Outcome("interrupted", state, metrics)
 
         # End of the epoch: summarize (a sync, so the time covers all queued device work),
         # evaluate, checkpoint.
-        epoch_metrics = _epoch_means(state, classification)
+        totals = _totals(state, world)
         epoch_time = time.perf_counter() - epoch_start
+        epoch_metrics = _epoch_means(totals, classification)
         check_finite(epoch_metrics)
         epoch_metrics["lr"] = optimizer.param_groups[0]["lr"]
         epoch_metrics["epoch_time"] = epoch_time
-        epoch_metrics["samples_per_sec"] = samples_this_run / max(epoch_time, 1e-9)
+        epoch_metrics["samples_per_sec"] = (totals[2] - seen_at_start) / max(epoch_time, 1e-9)
         improved = False
         if (epoch + 1) % settings.eval_every == 0 or epoch + 1 == settings.epochs:
             val = evaluate(parts, parts.val)
@@ -279,7 +315,8 @@ def fit(
                 state.stale_evals += 1
         metrics = epoch_metrics
         state.epoch, state.batch = epoch + 1, 0
-        metrics_log.log(state.step, epoch + 1, epoch_metrics)
+        if metrics_log:
+            metrics_log.log(state.step, epoch + 1, epoch_metrics)
         reporter.end_epoch(epoch, settings.epochs, epoch_metrics)
         save(finished_epoch=epoch + 1, best=improved)
         if settings.patience is not None and state.stale_evals >= settings.patience:

@@ -26,6 +26,7 @@ from trainkit.config import Config, apply_overrides, to_dict, to_yaml, validate
 from trainkit.console import make_reporter, stderr, warn
 from trainkit.data.memory import BatchTransform, DataInfo, DeviceBatches, InMemoryDataset
 from trainkit.device import resolve_device, resolve_precision
+from trainkit.distributed import World, join
 from trainkit.engine import LoopSettings, Outcome, Parts, TrainState, evaluate, fit
 from trainkit.errors import UserError
 from trainkit.losses import Objective
@@ -64,8 +65,13 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def build(config: Config) -> Experiment:
-    """Data, model, loss, optimizer and schedule for `config`, on the chosen device."""
+def build(config: Config, world: World | None = None) -> Experiment:
+    """Data, model, loss, optimizer and schedule for `config`, on the chosen device.
+
+    In a multi-process run (`world`), each rank uses the device of its LOCAL_RANK, takes
+    its share of every batch, and trains the model inside DistributedDataParallel.
+    """
+    world = world or World()
     trainer = config.trainer
     seed_everything(config.seed)
     if trainer.deterministic:
@@ -75,6 +81,8 @@ def build(config: Config) -> Experiment:
         torch.use_deterministic_algorithms(trainer.deterministic, warn_only=True)
     torch.backends.cudnn.benchmark = not trainer.deterministic
     device = resolve_device(trainer.device)
+    if world.distributed and device.type == "cuda":
+        device = torch.device("cuda", world.local_rank)
     precision = resolve_precision(trainer.precision, device)
 
     data = DATASETS.build(config.data, config.seed)
@@ -96,7 +104,9 @@ def build(config: Config) -> Experiment:
     module = module.to(device, memory_format=torch.channels_last if channels_last else None)
     objective = LOSSES.build(config.loss, info)
 
-    transform = BatchTransform(data, device, seed=config.seed + 1, channels_last=channels_last)
+    # Each rank augments with its own generator; rank 0's is the single-process one.
+    augment_seed = config.seed + 1 + 1_000_003 * world.rank
+    transform = BatchTransform(data, device, seed=augment_seed, channels_last=channels_last)
     batch_size = config.data.batch_size
     train_batches = DeviceBatches(
         data.train.to(device),
@@ -105,9 +115,14 @@ def build(config: Config) -> Experiment:
         train=True,
         seed=config.seed,
         drop_last=config.data.drop_last,
+        rank=world.rank,
+        world_size=world.size,
     )
     val_batches = DeviceBatches(
-        data.val.to(device), config.data.eval_batch_size or batch_size, transform, train=False
+        data.val.shard(world.rank, world.size).to(device),
+        config.data.eval_batch_size or batch_size,
+        transform,
+        train=False,
     )
     _probe(module, objective, val_batches, config, input_shape)
 
@@ -120,9 +135,17 @@ def build(config: Config) -> Experiment:
     )
     scaler = torch.amp.GradScaler(device.type) if precision.needs_scaler else None
     model = torch.compile(module) if trainer.compile else module
+    training_model = model
+    if world.distributed:
+        from torch.nn.parallel import DistributedDataParallel
+
+        training_model = DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
     parts = Parts(
         model,
         module,
+        training_model,
         objective,
         optimizer,
         scheduler,
@@ -131,6 +154,7 @@ def build(config: Config) -> Experiment:
         val_batches,
         device,
         precision,
+        world,
     )
     return Experiment(config, data, parts)
 
@@ -138,8 +162,9 @@ def build(config: Config) -> Experiment:
 def split_batches(experiment: Experiment, split: str) -> DeviceBatches:
     """Evaluation batches of one split (train, val or test), moved to the run's device."""
     config, parts = experiment.config, experiment.parts
+    world = parts.world
     return DeviceBatches(
-        experiment.data.split(split).to(parts.device),
+        experiment.data.split(split).shard(world.rank, world.size).to(parts.device),
         config.data.eval_batch_size or config.data.batch_size,
         parts.train.transform,
         train=False,
@@ -189,19 +214,24 @@ def loop_settings(config: Config) -> LoopSettings:
 def _run(
     experiment: Experiment, run_dir: Path, state: TrainState, quiet: bool, resumed: bool
 ) -> RunResult:
-    config = experiment.config
-    reporter = make_reporter(quiet)
-    checkpointer = ckpt.Checkpointer(
-        run_dir, to_dict(config), config.checkpoint.every_epochs, config.checkpoint.keep_last
-    )
-    metrics_log = MetricsLog(
-        run_dir, config.logging.tensorboard, resume_step=state.step if resumed else None
-    )
-    parts = experiment.parts
+    config, parts = experiment.config, experiment.parts
+    world = parts.world
+    # Only rank 0 writes files and shows progress; the other ranks stay quiet.
+    reporter = make_reporter(quiet or not world.is_main)
+    checkpointer = metrics_log = None
+    if world.is_main:
+        checkpointer = ckpt.Checkpointer(
+            run_dir, to_dict(config), config.checkpoint.every_epochs, config.checkpoint.keep_last
+        )
+        metrics_log = MetricsLog(
+            run_dir, config.logging.tensorboard, resume_step=state.step if resumed else None
+        )
+    batch = f"{config.data.batch_size}"
+    if world.distributed:
+        batch += f" x {world.size} processes = {parts.train.global_batch_size}"
     reporter.info(
         f"{'resuming' if resumed else 'training'} {config.name} in {run_dir} on {parts.device} "
-        f"({parts.precision.name}), {len(parts.train)} batches of {config.data.batch_size} "
-        "per epoch"
+        f"({parts.precision.name}), {len(parts.train)} batches of {batch} per epoch"
     )
     try:
         with stop_on_signals() as received:
@@ -212,35 +242,41 @@ def _run(
                 checkpointer,
                 metrics_log,
                 reporter,
-                lambda: received() is not None,
+                lambda: world.any(received() is not None),
             )
             stop_signal = received()
         if outcome.status != "interrupted":
             if config.trainer.test_at_end:
                 scores = evaluate(parts, split_batches(experiment, "test"))
                 test = {f"test/{k}": v for k, v in scores.items() if k != "samples"}
-                metrics_log.log(outcome.state.step, outcome.state.epoch, test)
+                if metrics_log:
+                    metrics_log.log(outcome.state.step, outcome.state.epoch, test)
                 outcome.metrics.update(test)
             final = {
                 k: v
                 for k, v in outcome.metrics.items()
                 if k.startswith(("train/", "val/", "test/"))
             }
-            metrics_log.hparams(_flat_hparams(config), final)
+            if metrics_log:
+                metrics_log.hparams(_flat_hparams(config), final)
     finally:
         reporter.close()
-        metrics_log.close()
+        if metrics_log:
+            metrics_log.close()
     result = RunResult(
         outcome.status, run_dir, outcome.state.epoch, outcome.state.step, outcome.metrics
     )
     if outcome.status == "interrupted":
-        result.signal = stop_signal or signal.SIGINT
-        stderr.print(
-            f"stopped by {signal.Signals(result.signal).name} at epoch {outcome.state.epoch + 1}, "
-            f"step {outcome.state.step}; wrote {run_dir / ckpt.LAST}. "
-            f"Continue with: trainkit resume {run_dir}",
-            highlight=False,
-        )
+        result.signal = stop_signal or signal.SIGTERM  # a rank told by another rank's vote
+        if world.is_main:
+            stderr.print(
+                f"stopped by {signal.Signals(result.signal).name} at epoch "
+                f"{outcome.state.epoch + 1}, step {outcome.state.step}; "
+                f"wrote {run_dir / ckpt.LAST}. "
+                f"Continue with: trainkit resume {run_dir}"
+                + (f" --nproc {world.size}" if world.distributed else ""),
+                highlight=False,
+            )
     elif outcome.status == "early_stopped":
         reporter.info(f"early stop: {config.checkpoint.monitor} stopped improving")
     return result
@@ -262,12 +298,24 @@ def _flat_hparams(config: Config) -> dict[str, Any]:
     return flat
 
 
+def _join(config: Config) -> World:
+    """This process's place in a torchrun launch (rank 0 of 1 when run on its own)."""
+    return join(resolve_device(config.trainer.device).type)
+
+
 def train(config: Config, run_dir: Path | None = None, quiet: bool = False) -> RunResult:
     """Train `config` from scratch into a new run directory."""
-    experiment = build(config)
-    directory = create_run_dir(Path(config.checkpoint.root), config.name, run_dir)
-    write_config(directory, to_yaml(config))
-    return _run(experiment, directory, TrainState(), quiet, resumed=False)
+    world = _join(config)
+    try:
+        experiment = build(config, world)
+        directory = None
+        if world.is_main:
+            directory = create_run_dir(Path(config.checkpoint.root), config.name, run_dir)
+            write_config(directory, to_yaml(config))
+        directory = world.broadcast(directory)  # rank 0 names the run for everyone
+        return _run(experiment, directory, TrainState(), quiet, resumed=False)
+    finally:
+        world.close()
 
 
 def _locate(path: Path) -> ckpt.Found:
@@ -299,42 +347,90 @@ def _load_weights(module: nn.Module, payload: dict[str, Any], source: Path) -> N
 
 
 def resume(path: Path, overrides: list[str] | None = None, quiet: bool = False) -> RunResult:
-    """Continue the run in `path` (a run directory or a checkpoint file) where it stopped."""
+    """Continue the run in `path` (a run directory or a checkpoint file) where it stopped.
+
+    With the world size it was trained with, a run continues exactly. With another, it
+    continues from its last completed epoch, with the schedule re-planned for the new
+    number of steps per epoch.
+    """
     found = _locate(path)
-    payload = found.payload
-    config = _config_of(payload, overrides or [], found.path)
-    experiment = build(config)
-    parts = experiment.parts
-    state = TrainState.from_dict(payload["state"])
-    if state.epoch >= config.trainer.epochs:
-        raise UserError(
-            f"the run in {found.path.parent} already finished {state.epoch} of "
-            f"{config.trainer.epochs} epochs. To train longer: trainkit resume {path} "
-            f"--set trainer.epochs={state.epoch + 10}"
-        )
-    _load_weights(parts.module, payload, found.path)
-    if parts.scaler is not None and payload["scaler"] is not None:
-        parts.scaler.load_state_dict(payload["scaler"])
+    config = _config_of(found.payload, overrides or [], found.path)
+    world = _join(config)
     try:
-        parts.train.transform.load_state_dict(payload["data"])
+        stored_world = found.payload.get("world_size", 1)
+        if stored_world != world.size:
+            found = _last_completed_epoch(found, stored_world, world.size)
+        payload = found.payload
+        experiment = build(config, world)
+        parts = experiment.parts
+        state = TrainState.from_dict(payload["state"])
+        if state.epoch >= config.trainer.epochs:
+            raise UserError(
+                f"the run in {found.path.parent} already finished {state.epoch} of "
+                f"{config.trainer.epochs} epochs. To train longer: trainkit resume {path} "
+                f"--set trainer.epochs={state.epoch + 10}"
+            )
+        if not world.is_main:  # rank 0 carries the epoch's sums over all ranks
+            state.sums.zero_()
+            state.seen = 0
+        _load_weights(parts.module, payload, found.path)
+        if parts.scaler is not None and payload["scaler"] is not None:
+            parts.scaler.load_state_dict(payload["scaler"])
+        if stored_world == world.size:
+            _restore_augmentation(parts, payload["data"])
+        stored_epochs = payload["config"]["trainer"]["epochs"]
+        if parts.scheduler is not None and stored_epochs != config.trainer.epochs:
+            warn(
+                f"trainer.epochs changed from {stored_epochs} to {config.trainer.epochs}: the "
+                "learning-rate schedule is re-planned over the new length."
+            )
+        if stored_world != world.size:  # an epoch has a new number of steps
+            steps_per_epoch = math.ceil(len(parts.train) / config.trainer.accumulate_steps)
+            state.step = state.epoch * steps_per_epoch
+        if parts.scheduler is not None and (
+            stored_epochs != config.trainer.epochs or stored_world != world.size
+        ):
+            _replan_schedule(parts, payload, state.step)
+        else:
+            parts.optimizer.load_state_dict(payload["optimizer"])
+            if parts.scheduler is not None and payload["scheduler"] is not None:
+                parts.scheduler.load_state_dict(payload["scheduler"])
+        ckpt.restore_rng(payload["rng"])
+        return _run(experiment, found.path.parent, state, quiet, resumed=True)
+    finally:
+        world.close()
+
+
+def _last_completed_epoch(found: ckpt.Found, stored_world: int, world_size: int) -> ckpt.Found:
+    """The checkpoint at the end of the newest finished epoch, for a new world size."""
+    state = found.payload["state"]
+    if state["batch"] > 0:
+        epoch_file = found.path.parent / ckpt.periodic_name(state["epoch"])
+        if state["epoch"] == 0 or not epoch_file.is_file():
+            raise UserError(
+                f"{found.path} stopped inside epoch {state['epoch'] + 1} of a run with "
+                f"{stored_world} processes, and no checkpoint of a completed epoch is there "
+                f"to continue from with {world_size}. Resume it with --nproc {stored_world}."
+            )
+        found = ckpt.Found(epoch_file, ckpt.load(epoch_file), [])
+    warn(
+        f"this run was trained by {stored_world} process(es) and resumes with {world_size}: "
+        f"it continues from the end of epoch {found.payload['state']['epoch']}, with the "
+        "learning-rate schedule re-planned for the new batches per epoch; not bit-exact."
+    )
+    return found
+
+
+def _restore_augmentation(parts: Parts, saved: Any) -> None:
+    """Each rank's augmentation generator (a list, one per rank, from a multi-process run)."""
+    state = saved[parts.world.rank] if isinstance(saved, list) else saved
+    try:
+        parts.train.transform.load_state_dict(state)
     except RuntimeError:
         warn(
             "the checkpoint's augmentation generator belongs to another device type; "
             "augmentation continues from a fresh seed, so this resume is not bit-exact."
         )
-    stored_epochs = payload["config"]["trainer"]["epochs"]
-    if parts.scheduler is not None and stored_epochs != config.trainer.epochs:
-        warn(
-            f"trainer.epochs changed from {stored_epochs} to {config.trainer.epochs}: the "
-            "learning-rate schedule is re-planned over the new length."
-        )
-        _replan_schedule(parts, payload, state.step)
-    else:
-        parts.optimizer.load_state_dict(payload["optimizer"])
-        if parts.scheduler is not None and payload["scheduler"] is not None:
-            parts.scheduler.load_state_dict(payload["scheduler"])
-    ckpt.restore_rng(payload["rng"])
-    return _run(experiment, found.path.parent, state, quiet, resumed=True)
 
 
 def _replan_schedule(parts: Parts, payload: dict[str, Any], steps: int) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import threading
 from collections.abc import Callable, Iterator
@@ -13,12 +14,15 @@ def stop_on_signals() -> Iterator[Callable[[], int | None]]:
     """Turn SIGINT/SIGTERM into a request the training loop polls between steps.
 
     Yields a function returning the signal received (or None). A second Ctrl-C stops at
-    once, which is safe: checkpoints are written atomically.
+    once, which is safe: checkpoints are written atomically. Not in a torchrun worker: a
+    Ctrl-C reaches it twice (from the terminal, then forwarded by the agent), and the
+    agent itself kills workers that do not stop in time.
     """
     received: list[int] = []
+    escalate = "LOCAL_RANK" not in os.environ
 
     def handler(signum: int, frame: object) -> None:
-        if received and signum == signal.SIGINT:
+        if received and signum == signal.SIGINT and escalate:
             raise KeyboardInterrupt
         received.append(signum)
 

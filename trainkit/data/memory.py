@@ -8,6 +8,11 @@ flipped and normalized batch-wise on the device.
 Data order is a pure function of (seed, epoch), and augmentation draws from its own
 generator whose state goes into checkpoints, so a resumed run sees exactly the batches
 an uninterrupted one would.
+
+In a data-parallel run every rank draws the same order and takes its own share of each
+global batch (batch_size samples from each of the N ranks), so N processes step through
+the same global batches as one process with N times the batch size. Evaluation splits
+are cut into N contiguous shards instead, and their sums are added up over ranks.
 """
 
 from __future__ import annotations
@@ -58,6 +63,14 @@ class Split:
 
     def to(self, device: torch.device) -> Split:
         return Split(self.inputs.to(device), self.targets.to(device))
+
+    def shard(self, rank: int, world_size: int) -> Split:
+        """The rank's contiguous share of the samples (sizes differ by at most one)."""
+        if world_size == 1:
+            return self
+        return Split(
+            self.inputs.tensor_split(world_size)[rank], self.targets.tensor_split(world_size)[rank]
+        )
 
 
 @dataclass
@@ -136,7 +149,11 @@ class BatchTransform:
 
 
 class DeviceBatches:
-    """Batches of one split, cut from tensors that already live on the training device."""
+    """Batches of one split, cut from tensors that already live on the training device.
+
+    For training, `rank` and `world_size` pick this process's share of every global
+    batch; an evaluation split is expected to be sharded already (`Split.shard`).
+    """
 
     def __init__(
         self,
@@ -147,17 +164,24 @@ class DeviceBatches:
         train: bool,
         seed: int = 0,
         drop_last: bool = False,
+        rank: int = 0,
+        world_size: int = 1,
     ) -> None:
         self.split = split
-        self.batch_size = batch_size
+        self.batch_size = batch_size  # per process
         self.transform = transform
         self.train = train
         self.seed = seed
-        self.drop_last = drop_last and len(split) >= batch_size
+        self.rank, self.world_size = rank, world_size
+        self.global_batch_size = batch_size * world_size
+        # Every rank takes an equal share of every global batch, so the samples that do
+        # not divide by the world size are left out of each (shuffled) epoch.
+        self.used = len(split) - len(split) % world_size
+        self.drop_last = drop_last and self.used >= self.global_batch_size
 
     def __len__(self) -> int:
-        n = len(self.split)
-        return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
+        n, size = self.used, self.global_batch_size
+        return n // size if self.drop_last else math.ceil(n / size)
 
     @property
     def num_samples(self) -> int:
@@ -170,13 +194,15 @@ class DeviceBatches:
 
     def epoch(self, epoch: int = 0, start: int = 0) -> Iterator[tuple[Tensor, Tensor]]:
         """Batches of `epoch` (shuffled when training), skipping the first `start`."""
-        order = self.order(epoch) if self.train else None
-        size = self.batch_size
+        order = self.order(epoch)[: self.used] if self.train else None
+        size = self.global_batch_size
         for b in range(start, len(self)):
             if order is None:
                 inputs = self.split.inputs[b * size : (b + 1) * size]
                 targets = self.split.targets[b * size : (b + 1) * size]
             else:
                 index = order[b * size : (b + 1) * size]
+                if self.world_size > 1:
+                    index = index.tensor_split(self.world_size)[self.rank]
                 inputs, targets = self.split.inputs[index], self.split.targets[index]
             yield self.transform(inputs, self.train), targets
