@@ -147,3 +147,20 @@ def test_resumed_config_is_the_stored_one(reference: Path) -> None:
     stored = load(reference / "last.pt")["config"]
     assert stored == yaml.safe_load((reference / "config.yaml").read_text())
     assert validate(stored).checkpoint.every_steps == 50
+
+
+def test_another_world_size_needs_a_completed_epoch(cli, write_config, tmp_path: Path) -> None:
+    """A mid-epoch checkpoint of a 2-process run, whose epoch file is gone, cannot be
+    continued by one process: the error says how to resume it instead."""
+    run = tmp_path / "run"
+    assert cli("train", write_config(trainer={"epochs": 2}), "--run-dir", run, "-q").exit_code == 0
+    payload = load(run / "last.pt")
+    payload["world_size"] = 2
+    payload["state"] = {**payload["state"], "epoch": 1, "batch": 3}
+    torch.save(payload, run / "last.pt")
+    for periodic in run.glob("epoch_*.pt"):
+        periodic.unlink()
+    result = cli("resume", run / "last.pt")
+    assert result.exit_code == 2
+    assert "stopped inside epoch 2 of a run with 2 processes" in result.stderr
+    assert "Resume it with --nproc 2" in result.stderr
