@@ -93,11 +93,14 @@ def load_data(config: dict[str, Any], seed: int, root: str | None) -> dict[str, 
             "std": [MNIST_STD],
         }
     if name == "image_folder":
+        from torchvision import transforms
         from torchvision.datasets import ImageFolder
-        from torchvision.io import decode_image
+
+        size = config.get("image_size", 32)
+        resize = transforms.Compose([transforms.Resize((size, size)), transforms.PILToTensor()])
 
         def read(folder: Path) -> tuple[Tensor, Tensor]:
-            tree = ImageFolder(str(folder), loader=decode_image)
+            tree = ImageFolder(str(folder), transform=resize)
             images = torch.stack([image for image, _ in tree])
             return images, torch.tensor(tree.targets)
 

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import json
 import runpy
+import shutil
 import sys
 from pathlib import Path
 
 import pytest
+import torch
+import yaml
 
 from tests.conftest import tiny_experiment
+from tests.disk_datasets import write_image_folder
 from trainkit.config import validate
 from trainkit.registry import MODELS, load_components
 
@@ -48,3 +52,37 @@ def test_reference_loop_trains_the_quickstart(
     assert result["test_accuracy"] > 0.9
     Path(result["checkpoint"]).unlink()
     Path(result["checkpoint"]).parent.rmdir()
+
+
+def test_reference_loop_reads_an_image_folder_and_augments(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The CUDA job trains CIFAR-10 as an image folder with crops and flips."""
+    write_image_folder(tmp_path / "images", per_class=8, size=24)
+    config = tiny_experiment(
+        model={"name": "lenet"},
+        data={
+            "name": "image_folder",
+            "root": str(tmp_path / "images"),
+            "augment": True,
+            "batch_size": 8,
+        },
+        scheduler={"name": "onecycle"},
+    )
+    path = tmp_path / "job.yaml"
+    path.write_text(yaml.safe_dump(config))
+    monkeypatch.setattr(sys, "argv", ["reference_loop.py", str(path), "--epochs", "1"])
+    runpy.run_path(str(BENCHMARKS / "reference_loop.py"), run_name="__main__")
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["channels_last"] and len(result["epoch_times"]) == 1
+    assert 0.0 <= result["test_accuracy"] <= 1.0
+    shutil.rmtree(Path(result["checkpoint"]).parent)
+
+
+def test_random_crop_flip_shifts_and_mirrors_each_image(reference: dict) -> None:
+    images = torch.arange(2 * 3 * 8 * 8, dtype=torch.float32).view(2, 3, 8, 8)
+    out = reference["random_crop_flip"](images, pad=2)
+    padded = torch.nn.functional.pad(images, (2, 2, 2, 2))
+    for image, source in zip(out, padded, strict=True):
+        windows = [source[:, y : y + 8, x : x + 8] for y in range(5) for x in range(5)]
+        assert any(torch.equal(image, w) or torch.equal(image, w.flip(2)) for w in windows)
