@@ -22,11 +22,12 @@ from trainkit.checkpoint import load
 
 pytestmark = [pytest.mark.distributed, pytest.mark.slow]
 
-# 360 training samples: 15 global batches of 24 (12 per process), none left over.
+# 360 training samples: 15 global batches of 24 (12 per process), none left over, in
+# optimizer steps of 2 batches (ranks hold their gradients back on the first).
 EXPERIMENT = tiny_experiment(
     data={"n_train": 400, "batch_size": 12},
     scheduler={"name": "onecycle"},
-    trainer={"epochs": 2},
+    trainer={"epochs": 2, "accumulate_steps": 2},
     logging={"log_every_steps": 5, "tensorboard": False},
 )
 

@@ -16,6 +16,7 @@ steps and at epoch end.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Callable
@@ -241,11 +242,15 @@ def fit(
             # (which only happens between optimizer steps) lines up with them.
             group_start = index - index % accumulate
             group_size = min(accumulate, batches - group_start)
-            with precision.autocast(device):
-                outputs = model(inputs)
-                loss = objective.loss(outputs, targets)
-            scaled = loss / group_size if group_size > 1 else loss
-            (scaler.scale(scaled) if scaler else scaled).backward()
+            step_now = index + 1 - group_start == group_size  # the group's last batch
+            # Ranks exchange gradients once per optimizer step, not after every batch.
+            hold = world.distributed and not step_now
+            with model.no_sync() if hold else contextlib.nullcontext():
+                with precision.autocast(device):
+                    outputs = model(inputs)
+                    loss = objective.loss(outputs, targets)
+                scaled = loss / group_size if group_size > 1 else loss
+                (scaler.scale(scaled) if scaler else scaled).backward()
 
             with torch.no_grad():
                 loss_total.add_(loss.detach(), alpha=len(targets))
@@ -254,7 +259,7 @@ def fit(
             state.seen += len(targets)
             state.batch = index + 1
             reporter.advance()
-            if index + 1 - group_start < group_size:
+            if not step_now:
                 continue
 
             if scaler is not None:
