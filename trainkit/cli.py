@@ -98,9 +98,9 @@ def command(name: str | None = None) -> Callable[[F], F]:
             except (UserError, RunFailed) as exc:
                 from rich.text import Text
 
-                from trainkit.console import stderr
+                from trainkit.console import speaks, stderr
 
-                if _speaks():
+                if speaks():
                     stderr.print(Text.assemble(("error: ", "bold red"), str(exc)))
                 _leave_for_torchrun(str(exc))
                 raise typer.Exit(exc.exit_code) from None
@@ -118,18 +118,13 @@ def _leave_for_torchrun(message: str) -> None:
         Path(path).write_text(json.dumps({"message": message, "timestamp": int(time.time())}))
 
 
-def _speaks() -> bool:
-    """In a multi-process run only rank 0 prints, so each message shows once."""
-    return os.environ.get("RANK", "0") == "0"
-
-
 def _finish(result: Any) -> None:
     """Exit like the process was killed by the signal (130, 143) when a run was stopped."""
-    from trainkit.console import stderr
+    from trainkit.console import speaks, stderr
 
     if result.status == "interrupted":
         raise typer.Exit(128 + int(result.signal or signal.SIGINT))
-    if not _speaks():
+    if not speaks():
         return
     shown = "  ".join(
         f"{k} {v:.4f}" for k, v in result.metrics.items() if k.startswith(("val/", "test/"))
@@ -156,7 +151,7 @@ def train(
     """Train a model as the experiment file describes."""
     from trainkit.config import load_config
 
-    loaded = load_config(config, overrides)
+    loaded = load_config(config, overrides)  # a bad config stops here, before any worker
     if nproc > 1:
         extra = ["--run-dir", str(run_dir)] if run_dir else []
         _launch(nproc, ["train", str(config), *_set_args(overrides), *extra, *["-q"] * quiet])
@@ -193,7 +188,9 @@ def _launch(nproc: int, command: list[str]) -> None:
     exit code is rank 0's when it reported an error (2 bad input, 1 failed run), 128 + the
     signal when the launcher was stopped (each worker saves last.pt first), else 1.
     """
-    if "LOCAL_RANK" in os.environ:
+    from trainkit.distributed import launched_by_torchrun
+
+    if launched_by_torchrun():
         raise UserError(
             "--nproc was given to a process that torchrun already started; leave --nproc out "
             "when launching with torchrun (--nproc-per-node sets the number of processes)."

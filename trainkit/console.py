@@ -23,9 +23,13 @@ from rich.progress import (
 stderr = Console(stderr=True, soft_wrap=True)
 
 
+def speaks() -> bool:
+    """In a multi-process run only rank 0 prints, so each message shows once."""
+    return os.environ.get("RANK", "0") == "0"
+
+
 def warn(text: str) -> None:
-    """A warning on stderr; in a multi-process run only rank 0 says it, once for all."""
-    if os.environ.get("RANK", "0") == "0":
+    if speaks():
         stderr.print(f"[yellow]warning:[/] {text}", highlight=False)
 
 

@@ -170,13 +170,13 @@ def fit(
     reporter: Reporter,
     stop_requested: Callable[[], bool],
 ) -> Outcome:
-    model, optimizer, scaler, world = (
-        parts.training_model,
-        parts.optimizer,
-        parts.scaler,
+    model, optimizer, scaler = parts.training_model, parts.optimizer, parts.scaler
+    objective, precision, device, world = (
+        parts.objective,
+        parts.precision,
+        parts.device,
         parts.world,
     )
-    objective, precision, device = parts.objective, parts.precision, parts.device
     classification = objective.predict is not None
     batches = len(parts.train)
     accumulate = settings.accumulate_steps
@@ -184,13 +184,15 @@ def fit(
     # MPS has no float64; elsewhere float64 keeps long sums exact enough to resume bit for bit.
     state.sums = state.sums.to(device, torch.float32 if device.type == "mps" else torch.float64)
 
-    def save(finished_epoch: int | None = None, best: bool = False) -> None:
+    def save(
+        totals: tuple[float, float, int], finished_epoch: int | None = None, best: bool = False
+    ) -> None:
+        """Rank 0 writes the epoch's `totals` over all ranks and every rank's augmentation."""
         # A step can leave non-finite weights behind a finite loss; never save those.
         finite = torch.stack([p.detach().isfinite().all() for p in parts.module.parameters()])
         if not bool(finite.all()):
             fail("the weights")
-        # Rank 0 saves the epoch's sums over all ranks, and every rank's augmentation state.
-        loss_sum, correct, seen = _totals(state, world)
+        loss_sum, correct, seen = totals
         augmentation = world.gather(parts.train.transform.state_dict())
         if checkpointer is None:
             return
@@ -204,7 +206,7 @@ def fit(
                 "sums": torch.tensor([loss_sum, correct], dtype=torch.float64),
                 "seen": seen,
             },
-            "data": augmentation[0] if world.size == 1 else augmentation,
+            "data": augmentation,  # one generator state per rank
             "world_size": world.size,
             "rng": capture_rng(),
             "metrics": metrics,
@@ -291,12 +293,13 @@ def fit(
                 reporter.log_step(state.step, state.batch, interval)
                 logged_loss, logged_seen, last_log_time = loss_sum, seen, now
             every = settings.checkpoint_every_steps
-            if every and state.step % every == 0 and state.batch < batches:
-                check_finite(_epoch_means(_totals(state, world), classification))
-                save()
-            if stop_requested():
-                check_finite(_epoch_means(_totals(state, world), classification))
-                save()
+            periodic = bool(every) and state.step % every == 0 and state.batch < batches
+            stop = stop_requested()
+            if periodic or stop:
+                totals = _totals(state, world)
+                check_finite(_epoch_means(totals, classification))
+                save(totals)
+            if stop:
                 return Outcome("interrupted", state, metrics)
 
         # End of the epoch: summarize (a sync, so the time covers all queued device work),
@@ -323,7 +326,7 @@ def fit(
         if metrics_log:
             metrics_log.log(state.step, epoch + 1, epoch_metrics)
         reporter.end_epoch(epoch, settings.epochs, epoch_metrics)
-        save(finished_epoch=epoch + 1, best=improved)
+        save(totals, finished_epoch=epoch + 1, best=improved)
         if settings.patience is not None and state.stale_evals >= settings.patience:
             return Outcome("early_stopped", state, metrics)
         if stop_requested() and epoch + 1 < settings.epochs:

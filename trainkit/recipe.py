@@ -24,7 +24,7 @@ from torch import nn
 from trainkit import checkpoint as ckpt
 from trainkit.config import Config, apply_overrides, to_dict, to_yaml, validate
 from trainkit.console import make_reporter, stderr, warn
-from trainkit.data.memory import BatchTransform, DataInfo, DeviceBatches, InMemoryDataset
+from trainkit.data.memory import BatchTransform, DataInfo, DeviceBatches, InMemoryDataset, Split
 from trainkit.device import resolve_device, resolve_precision
 from trainkit.distributed import World, join
 from trainkit.engine import LoopSettings, Outcome, Parts, TrainState, evaluate, fit
@@ -118,12 +118,7 @@ def build(config: Config, world: World | None = None) -> Experiment:
         rank=world.rank,
         world_size=world.size,
     )
-    val_batches = DeviceBatches(
-        data.val.shard(world.rank, world.size).to(device),
-        config.data.eval_batch_size or batch_size,
-        transform,
-        train=False,
-    )
+    val_batches = _eval_batches(data.val, config, world, device, transform)
     _probe(module, objective, val_batches, config, input_shape)
 
     optimizer = OPTIMIZERS.build(config.optimizer, module.parameters())
@@ -161,12 +156,21 @@ def build(config: Config, world: World | None = None) -> Experiment:
 
 def split_batches(experiment: Experiment, split: str) -> DeviceBatches:
     """Evaluation batches of one split (train, val or test), moved to the run's device."""
-    config, parts = experiment.config, experiment.parts
-    world = parts.world
+    parts = experiment.parts
+    chosen = experiment.data.split(split)
+    return _eval_batches(
+        chosen, experiment.config, parts.world, parts.device, parts.train.transform
+    )
+
+
+def _eval_batches(
+    split: Split, config: Config, world: World, device: torch.device, transform: BatchTransform
+) -> DeviceBatches:
+    """This rank's shard of `split`, on `device`, in batches of data.eval_batch_size."""
     return DeviceBatches(
-        experiment.data.split(split).shard(world.rank, world.size).to(parts.device),
+        split.shard(world.rank, world.size).to(device),
         config.data.eval_batch_size or config.data.batch_size,
-        parts.train.transform,
+        transform,
         train=False,
     )
 
@@ -377,19 +381,18 @@ def resume(path: Path, overrides: list[str] | None = None, quiet: bool = False) 
         if parts.scaler is not None and payload["scaler"] is not None:
             parts.scaler.load_state_dict(payload["scaler"])
         if stored_world == world.size:
-            _restore_augmentation(parts, payload["data"])
+            _restore_augmentation(parts, payload["data"][world.rank])
+        else:  # an epoch has a new number of steps
+            steps_per_epoch = math.ceil(len(parts.train) / config.trainer.accumulate_steps)
+            state.step = state.epoch * steps_per_epoch
         stored_epochs = payload["config"]["trainer"]["epochs"]
         if parts.scheduler is not None and stored_epochs != config.trainer.epochs:
             warn(
                 f"trainer.epochs changed from {stored_epochs} to {config.trainer.epochs}: the "
                 "learning-rate schedule is re-planned over the new length."
             )
-        if stored_world != world.size:  # an epoch has a new number of steps
-            steps_per_epoch = math.ceil(len(parts.train) / config.trainer.accumulate_steps)
-            state.step = state.epoch * steps_per_epoch
-        if parts.scheduler is not None and (
-            stored_epochs != config.trainer.epochs or stored_world != world.size
-        ):
+        replan = stored_epochs != config.trainer.epochs or stored_world != world.size
+        if parts.scheduler is not None and replan:
             _replan_schedule(parts, payload, state.step)
         else:
             parts.optimizer.load_state_dict(payload["optimizer"])
@@ -421,11 +424,9 @@ def _last_completed_epoch(found: ckpt.Found, stored_world: int, world_size: int)
     return found
 
 
-def _restore_augmentation(parts: Parts, saved: Any) -> None:
-    """Each rank's augmentation generator (a list, one per rank, from a multi-process run)."""
-    state = saved[parts.world.rank] if isinstance(saved, list) else saved
+def _restore_augmentation(parts: Parts, saved: dict[str, Any]) -> None:
     try:
-        parts.train.transform.load_state_dict(state)
+        parts.train.transform.load_state_dict(saved)
     except RuntimeError:
         warn(
             "the checkpoint's augmentation generator belongs to another device type; "

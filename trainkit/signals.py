@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import contextlib
-import os
 import signal
 import threading
 from collections.abc import Callable, Iterator
+
+from trainkit.distributed import launched_by_torchrun
 
 
 @contextlib.contextmanager
@@ -19,7 +20,7 @@ def stop_on_signals() -> Iterator[Callable[[], int | None]]:
     agent itself kills workers that do not stop in time.
     """
     received: list[int] = []
-    escalate = "LOCAL_RANK" not in os.environ
+    escalate = not launched_by_torchrun()
 
     def handler(signum: int, frame: object) -> None:
         if received and signum == signal.SIGINT and escalate:

@@ -66,8 +66,6 @@ class Split:
 
     def shard(self, rank: int, world_size: int) -> Split:
         """The rank's contiguous share of the samples (sizes differ by at most one)."""
-        if world_size == 1:
-            return self
         return Split(
             self.inputs.tensor_split(world_size)[rank], self.targets.tensor_split(world_size)[rank]
         )
