@@ -80,13 +80,17 @@ class TrainState:
     # Sums over the current epoch, kept on the device: [loss x samples, correct].
     sums: Tensor = field(default_factory=lambda: torch.zeros(2, dtype=torch.float64))
     seen: int = 0  # samples trained on this epoch
+    # The epoch's (loss x samples, samples) at the last train/loss record, where the next
+    # record's interval starts; None (a checkpoint from before this was kept): now.
+    logged: tuple[float, int] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {**asdict(self), "sums": self.sums.detach().cpu()}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainState:
-        return cls(**data)
+        logged = data.get("logged")
+        return cls(**{**data, "logged": tuple(logged) if logged is not None else None})
 
 
 @dataclass
@@ -232,10 +236,12 @@ def fit(
         if state.batch == 0:
             state.sums.zero_()
             state.seen = 0
+            state.logged = (0.0, 0)
         reporter.start_epoch(epoch, settings.epochs, batches, state.batch)
         epoch_start = last_log_time = time.perf_counter()
-        logged_loss, _, logged_seen = _totals(state, world)
-        seen_at_start = logged_seen
+        loss_now, _, seen_at_start = _totals(state, world)
+        logged_loss, logged_seen = state.logged or (loss_now, seen_at_start)
+        timed_seen = seen_at_start  # throughput counts only what this process trained
 
         for index, (inputs, targets) in enumerate(
             parts.train.epoch(epoch, state.batch), state.batch
@@ -281,17 +287,17 @@ def fit(
             if state.step % settings.log_every_steps == 0:
                 loss_sum, _, seen = _totals(state, world)  # the one sync of the interval
                 now = time.perf_counter()
-                samples = max(seen - logged_seen, 1)
                 interval = {
-                    "train/loss": (loss_sum - logged_loss) / samples,
+                    "train/loss": (loss_sum - logged_loss) / max(seen - logged_seen, 1),
                     "lr": optimizer.param_groups[0]["lr"],
-                    "samples_per_sec": samples / max(now - last_log_time, 1e-9),
+                    "samples_per_sec": (seen - timed_seen) / max(now - last_log_time, 1e-9),
                 }
                 check_finite(interval)
                 if metrics_log:
                     metrics_log.log(state.step, epoch + 1, interval)
                 reporter.log_step(state.step, state.batch, interval)
                 logged_loss, logged_seen, last_log_time = loss_sum, seen, now
+                timed_seen, state.logged = seen, (loss_sum, seen)
             every = settings.checkpoint_every_steps
             periodic = bool(every) and state.step % every == 0 and state.batch < batches
             stop = stop_requested()

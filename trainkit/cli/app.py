@@ -1,0 +1,97 @@
+"""The Typer app, the way every command fails, and the options several commands share.
+
+Only Typer is imported up front: pydantic, rich and the registries load inside the
+commands that use them, and torch only in the commands that train or run a model, so
+`--help` answers at once and `validate`, `ls` and `schema` never load torch.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+
+import typer
+
+from trainkit.errors import RunFailed, UserError
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    help="Train PyTorch models from a YAML experiment file: train, eval, resume, predict, export.",
+)
+
+
+def stdout() -> Console:
+    from rich.console import Console
+
+    return Console(soft_wrap=True)
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+Overrides = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--set",
+        metavar="KEY=VALUE",
+        help="Override a config value (dotted key, YAML value), e.g. --set optimizer.lr=0.01. "
+        "Repeatable.",
+    ),
+]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="Print only warnings and errors.")]
+Nproc = Annotated[
+    int,
+    typer.Option(
+        "--nproc",
+        min=1,
+        help="Train data-parallel in N local processes, started by torch.distributed.run "
+        "(torchrun). For several machines, run torchrun -m trainkit yourself.",
+    ),
+]
+Plugins = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--plugin", metavar="MODULE", help="Also load this plugin module's components. Repeatable."
+    ),
+]
+
+
+def command(name: str | None = None) -> Callable[[F], F]:
+    """Register a command whose UserError/RunFailed end as one paragraph and an exit code."""
+
+    def decorate(function: F) -> F:
+        @functools.wraps(function)
+        def run(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return function(*args, **kwargs)
+            except (UserError, RunFailed) as exc:
+                from rich.text import Text
+
+                from trainkit.console import speaks, stderr
+
+                if speaks():
+                    stderr.print(Text.assemble(("error: ", "bold red"), str(exc)))
+                _leave_for_torchrun(str(exc))
+                raise typer.Exit(exc.exit_code) from None
+
+        app.command(name)(run)
+        return function
+
+    return decorate
+
+
+def _leave_for_torchrun(message: str) -> None:
+    """In a torchrun worker, write the error where the agent reads why a worker failed."""
+    path = os.environ.get("TORCHELASTIC_ERROR_FILE")
+    if path:
+        Path(path).write_text(json.dumps({"message": message, "timestamp": int(time.time())}))
