@@ -60,7 +60,7 @@ def test_a_full_disk_keeps_the_previous_checkpoint(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     saver = Checkpointer(tmp_path, {}, every_epochs=1, keep_last=2)
-    saver.save({"model": {"w": torch.ones(3)}}, finished_epoch=1, best=True)
+    saver.save({"model": {"w": torch.ones(3)}, "state": {}}, finished_epoch=1, best=True)
 
     def full_disk(obj: object, handle: object) -> None:
         handle.write(b"partial")  # type: ignore[attr-defined]
@@ -68,7 +68,7 @@ def test_a_full_disk_keeps_the_previous_checkpoint(
 
     monkeypatch.setattr(checkpoint.torch, "save", full_disk)
     with pytest.raises(RunFailed, match=r"No space left on device.*intact"):
-        saver.save({"model": {"w": torch.zeros(3)}}, finished_epoch=2, best=True)
+        saver.save({"model": {"w": torch.zeros(3)}, "state": {}}, finished_epoch=2, best=True)
     for name in ("last.pt", "best.pt", "epoch_0001.pt"):
         assert torch.equal(load(tmp_path / name)["model"]["w"], torch.ones(3))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["best.pt", "epoch_0001.pt", "last.pt"]
@@ -77,7 +77,11 @@ def test_a_full_disk_keeps_the_previous_checkpoint(
 def test_periodic_checkpoints_keep_only_the_newest(tmp_path: Path) -> None:
     saver = Checkpointer(tmp_path, {}, every_epochs=2, keep_last=2)
     for epoch in range(1, 8):
-        saver.save({"model": {"w": torch.tensor([epoch])}}, finished_epoch=epoch, best=epoch == 3)
+        saver.save(
+            {"model": {"w": torch.tensor([epoch])}, "state": {}},
+            finished_epoch=epoch,
+            best=epoch == 3,
+        )
     names = sorted(p.name for p in tmp_path.iterdir())
     assert names == ["best.pt", "epoch_0004.pt", "epoch_0006.pt", "last.pt"]
     assert load(tmp_path / "best.pt")["model"]["w"].item() == 3
@@ -91,7 +95,9 @@ def test_rng_state_round_trips_through_a_weights_only_file(tmp_path: Path) -> No
     torch.manual_seed(1)
     random.seed(1)
     np.random.seed(1)
-    saver.save({"rng": checkpoint.capture_rng()}, finished_epoch=None, best=False)
+    saver.save(
+        {"rng": checkpoint.capture_rng(), "model": {}, "state": {}}, finished_epoch=None, best=False
+    )
     expected = (torch.rand(3), random.random(), np.random.rand())
     torch.manual_seed(99)
     random.seed(99)

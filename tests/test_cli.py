@@ -37,6 +37,8 @@ def test_train_writes_a_complete_run_directory(cli, write_config, tmp_path: Path
     assert checkpoint["state"]["epoch"] == 3
     assert set(checkpoint["versions"]) >= {"torch", "torchvision", "trainkit", "python"}
     assert "plugins: []" in (run / "config.yaml").read_text()
+    first = result.stdout.splitlines()[0]
+    assert first.startswith("training tiny: model mlp (82 parameters) on cpu (fp32)")
     # plain lines, not a progress bar, when stdout is not a terminal
     assert "epoch 3/3 done" in result.stdout
 
@@ -195,6 +197,10 @@ def test_eval_of_a_regression_run_reports_loss_only(cli, write_config, tmp_path:
     assert scores["accuracy"] is None and scores["per_class_accuracy"] is None
     assert 0 < scores["loss"] < 1.0  # noise variance is 0.25: the line was learned
     assert "accuracy" not in result.stdout
+    # y = 2x + 3: the learned line is printed, and written out, without torch.load
+    assert "learned parameters" in result.stdout and "1.weight" in result.stdout
+    [[weight]], [bias] = scores["parameters"]["1.weight"], scores["parameters"]["1.bias"]
+    assert weight == pytest.approx(2.0, abs=0.1) and bias == pytest.approx(3.0, abs=0.1)
 
 
 @pytest.mark.slow

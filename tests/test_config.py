@@ -131,3 +131,39 @@ def test_plugin_components_join_the_schema(tmp_path: Path) -> None:
     assert "did you mean 'width'?" in error_of(raw)
     schema = config_model().model_json_schema()
     assert "tk_plugin_double" in str(schema)
+
+
+def test_a_plugin_that_fails_at_import_is_a_user_error(tmp_path: Path) -> None:
+    (tmp_path / "tk_plugin_broken.py").write_text("ratio = 1 / 0\n")
+    with pytest.raises(UserError, match=r"importing 'tk_plugin_broken' raised ZeroDivisionError"):
+        validate(tiny_experiment(plugins=["tk_plugin_broken"]))
+
+
+def test_a_plugin_cannot_take_a_registered_name(tmp_path: Path) -> None:
+    """Not even with a builder that happens to share the built-in's function name."""
+    (tmp_path / "tk_plugin_clash.py").write_text(
+        "from trainkit.registry import register_model\n"
+        "@register_model('lenet')\n"
+        "def lenet(params, input_shape, num_outputs):\n"
+        "    '''Not LeNet.'''\n"
+    )
+    with pytest.raises(UserError, match=r"model 'lenet' is already registered by trainkit\.models"):
+        validate(tiny_experiment(plugins=["tk_plugin_clash"]))
+    from trainkit.registry import MODELS
+
+    assert MODELS.get("lenet").builder.__module__ == "trainkit.models.lenet"
+
+
+def test_re_importing_a_plugin_registers_its_components_again(tmp_path: Path) -> None:
+    import importlib
+    import sys
+
+    (tmp_path / "tk_plugin_again.py").write_text(
+        "from trainkit.registry import register_loss\n"
+        "@register_loss('tk_again')\n"
+        "def build(params, data):\n"
+        "    '''A loss.'''\n"
+    )
+    validate(tiny_experiment(plugins=["tk_plugin_again"]))
+    del sys.modules["tk_plugin_again"]
+    importlib.import_module("tk_plugin_again")  # the same function again: not a clash

@@ -107,8 +107,7 @@ def test_image_folder_without_splits_is_a_user_error(tmp_path: Path) -> None:
 
 def test_batches_cover_the_split_in_a_resumable_order() -> None:
     split = Split(torch.arange(10).float().unsqueeze(1), torch.arange(10))
-    data = build({"name": "synthetic_logistic"})
-    transform = BatchTransform(data, torch.device("cpu"), seed=0)
+    transform = BatchTransform(torch.device("cpu"))
     batches = DeviceBatches(split, 4, transform, train=True, seed=7)
     assert len(batches) == 3
     epoch0 = [t.tolist() for _, t in batches.epoch(0)]
@@ -123,7 +122,9 @@ def test_batches_cover_the_split_in_a_resumable_order() -> None:
 def test_augmentation_crops_and_flips_on_the_batch(tmp_path: Path, cifar_md5_bypass: None) -> None:
     write_cifar10(tmp_path, per_batch=4, n_test=4)
     data = build({"name": "cifar10", "root": str(tmp_path)})
-    transform = BatchTransform(data, torch.device("cpu"), seed=0)
+    transform = BatchTransform(
+        torch.device("cpu"), seed=0, mean=data.mean, std=data.std, augment=data.augment
+    )
     images = data.train.inputs[:8]
     plain = transform(images, train=False)
     augmented = transform(images, train=True)
@@ -142,19 +143,14 @@ def test_augmentation_crops_and_flips_on_the_batch(tmp_path: Path, cifar_md5_byp
 def test_each_augmented_image_is_a_padded_crop_possibly_flipped() -> None:
     import torch.nn.functional as F
 
-    from trainkit.data.memory import DataInfo, InMemoryDataset
-
     images = torch.randint(1, 256, (16, 3, 8, 8), dtype=torch.uint8)
-    identity = InMemoryDataset(
-        train=Split(images, torch.zeros(16, dtype=torch.long)),
-        val=Split(images, torch.zeros(16, dtype=torch.long)),
-        test=Split(images, torch.zeros(16, dtype=torch.long)),
-        info=DataInfo((3, 8, 8), 2),
+    identity = BatchTransform(
+        torch.device("cpu"),
         mean=(0.0, 0.0, 0.0),
         std=(1 / 255, 1 / 255, 1 / 255),  # so normalized values equal the raw pixels
         augment=True,
     )
-    augmented = BatchTransform(identity, torch.device("cpu"), seed=0)(images, train=True)
+    augmented = identity(images, train=True)
     padded = F.pad(images, (4, 4, 4, 4)).float()
     shifted = 0
     for image, source in zip(augmented, padded, strict=True):
@@ -163,3 +159,37 @@ def test_each_augmented_image_is_a_padded_crop_possibly_flipped() -> None:
         assert matches, "not a crop of the padded image"
         shifted += not torch.equal(image, source[:, 4:12, 4:12])
     assert shifted > 8  # most images moved or flipped
+
+
+def test_image_folder_decoded_by_workers_or_cached_gives_the_same_run(tmp_path: Path) -> None:
+    """Over 256 images are decoded in worker processes. Decoding must not draw from the
+    global RNG: a run that decoded the images and one that read the cache end alike."""
+    from trainkit import recipe
+    from trainkit.checkpoint import load
+
+    root = write_image_folder(tmp_path / "many", per_class=50, size=12)  # 150 + 150 images
+    data = {"name": "image_folder", "root": str(root), "image_size": 16, "batch_size": 32}
+    by_workers = build({**data, "workers": 2, "cache_dir": str(tmp_path / "a")})
+    in_process = build({**data, "workers": 0, "cache_dir": str(tmp_path / "b")})
+    assert len(by_workers.train) + len(by_workers.val) == 150
+    assert torch.equal(by_workers.train.inputs, in_process.train.inputs)
+    assert torch.equal(by_workers.test.targets, in_process.test.targets)
+
+    config = validate(
+        tiny_experiment(
+            model={"name": "lenet"},
+            data={**data, "workers": 2, "cache_dir": str(tmp_path / "c")},
+            trainer={"epochs": 1},
+        )
+    )
+    recipe.train(config, run_dir=tmp_path / "decoded", quiet=True)
+    recipe.train(config, run_dir=tmp_path / "cached", quiet=True)
+    first, second = (load(tmp_path / run / "last.pt")["model"] for run in ("decoded", "cached"))
+    assert all(torch.equal(first[name], second[name]) for name in first)
+
+
+def test_an_unreadable_image_in_the_folder_is_named(tmp_path: Path) -> None:
+    root = write_image_folder(tmp_path / "pets", per_class=2)
+    (root / "train" / "dog" / "broken.png").write_bytes(b"\x89PNG not really")
+    with pytest.raises(UserError, match=r"1 file\(s\) under .* cannot be read .*broken\.png"):
+        build({"name": "image_folder", "root": str(root), "workers": 0})

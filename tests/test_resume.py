@@ -17,6 +17,7 @@ from tests.conftest import tiny_experiment
 from trainkit import recipe
 from trainkit.checkpoint import load
 from trainkit.config import validate
+from trainkit.resuming import resume
 
 # Long enough (about 600 steps an epoch) for a signal to land mid-run, seconds in all.
 EXPERIMENT = tiny_experiment(
@@ -96,7 +97,7 @@ def test_signal_mid_epoch_then_resume_is_bit_identical(
     stopped = load(run / "last.pt")["state"]
     assert stopped["epoch"] < 3  # it did stop early
 
-    result = recipe.resume(run, quiet=True)
+    result = resume(run, quiet=True)
     assert result.status == "completed"
     assert_same_run(reference, run)
 
@@ -113,7 +114,7 @@ def test_kill_9_resumes_from_the_last_step_checkpoint(
     state = load(run / "last.pt")["state"]
     assert state["epoch"] == 0 and state["step"] >= 100 and state["batch"] > 0  # mid-epoch
 
-    recipe.resume(run, quiet=True)
+    resume(run, quiet=True)
     assert_same_run(reference, run)
 
 

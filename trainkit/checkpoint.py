@@ -2,8 +2,12 @@
 
 A checkpoint is everything needed to continue a run bit for bit: model, optimizer,
 scheduler and grad-scaler state, the loop position, the data-augmentation generator and
-every global RNG, plus the resolved config and library versions. It holds only tensors
-and plain Python values, so it loads with `torch.load(weights_only=True)`.
+every global RNG, plus the resolved config and library versions. It is also everything
+needed to use the model: the inference spec (input shape, class names, preprocessing)
+and where the run's plugins were imported from. It holds only tensors and plain Python
+values, so it loads with `torch.load(weights_only=True)`.
+
+Format 2 added the inference spec and the plugin folders; format 1 files still load.
 
 Files are written atomically (see `trainkit.files`): a kill or a full disk mid-write
 leaves the previous checkpoint as it was. When the newest file is damaged anyway (a
@@ -27,7 +31,8 @@ import trainkit
 from trainkit.errors import RunFailed, UserError
 from trainkit.files import atomic_copy, atomic_write
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_FORMATS = (1, 2)
 LAST, BEST = "last.pt", "best.pt"
 _PERIODIC = re.compile(r"^epoch_(\d+)\.pt$")
 
@@ -87,12 +92,24 @@ class Checkpointer:
     """Writes a run's checkpoints: last.pt always, epoch_NNNN.pt periodically, best.pt."""
 
     def __init__(
-        self, run_dir: Path, config: dict[str, Any], every_epochs: int, keep_last: int
+        self,
+        run_dir: Path,
+        config: dict[str, Any],
+        every_epochs: int,
+        keep_last: int,
+        inputs: dict[str, Any] | None = None,
+        plugins: dict[str, str] | None = None,
     ) -> None:
         self.run_dir = run_dir
         self.every_epochs = every_epochs
         self.keep_last = keep_last
-        self.metadata = {"format": FORMAT_VERSION, "config": config, "versions": library_versions()}
+        self.metadata = {
+            "format": FORMAT_VERSION,
+            "config": config,
+            "versions": library_versions(),
+            "inputs": inputs,  # the InferenceSpec, as plain data
+            "plugins": plugins or {},  # plugin module -> the folder it was imported from
+        }
         for stale in run_dir.glob(".*.pt.*.tmp"):  # left by a process killed mid-write
             stale.unlink(missing_ok=True)
 
@@ -140,8 +157,29 @@ def load(path: Path) -> dict[str, Any]:
         raise UserError(
             f"{path} is damaged or not a checkpoint ({type(exc).__name__}: {reason})"
         ) from None
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT_VERSION:
-        raise UserError(f"{path} is not a trainkit checkpoint (format {FORMAT_VERSION})")
+    if not isinstance(payload, dict):
+        raise UserError(
+            f"{path} is not a trainkit checkpoint: it holds a {type(payload).__name__}, "
+            "not the dictionary trainkit writes."
+        )
+    if "format" not in payload:
+        tensors = sum(isinstance(v, torch.Tensor) for v in payload.values())
+        what = f"a plain state_dict of {tensors} tensors" if tensors else "a dictionary"
+        raise UserError(
+            f"{path} is not a trainkit checkpoint: it is {what} without trainkit's "
+            "'format', 'config' and 'state' entries. To start a run from such weights, set "
+            "model.init_from to this file."
+        )
+    if payload["format"] not in READABLE_FORMATS:
+        raise UserError(
+            f"{path} has checkpoint format {payload['format']!r}; this trainkit reads formats "
+            f"{', '.join(map(str, READABLE_FORMATS))}. It was written by another trainkit version."
+        )
+    missing = [key for key in ("config", "model", "state") if key not in payload]
+    if missing:
+        raise UserError(
+            f"{path} is an incomplete trainkit checkpoint: it lacks {', '.join(missing)}."
+        )
     return payload
 
 

@@ -126,6 +126,15 @@ class Config(Params):
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
 
+    @model_validator(mode="after")
+    def _model_preferences(self) -> Config:
+        """Data settings left null take the model's preferences (pretrained weights' image
+        size and normalization), so the resolved config shows what a run really used."""
+        for key, value in self.model.preferred_inputs().items():
+            if key in type(self.data).model_fields and getattr(self.data, key) is None:
+                setattr(self.data, key, value)
+        return self
+
 
 def _choices(registry: Registry) -> Any:
     """The tagged union of every parameter model in `registry`, selected by `name`."""
@@ -210,12 +219,21 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
     return result
 
 
-def validate(raw: dict[str, Any], source: str = "config", search: Path | None = None) -> Config:
-    """Import the plugins `raw` names, then validate it against the registered components."""
+def validate(
+    raw: dict[str, Any],
+    source: str = "config",
+    search: Path | None = None,
+    origins: dict[str, str] | None = None,
+) -> Config:
+    """Import the plugins `raw` names, then validate it against the registered components.
+
+    `search` is the config file's folder; `origins` where a run's plugins were imported
+    from (see `registry.load_components`).
+    """
     plugins = raw.get("plugins") or []
     if not isinstance(plugins, list) or not all(isinstance(p, str) for p in plugins):
         raise UserError("plugins: expected a list of module names, e.g. plugins: [my_models].")
-    load_components(plugins, search)
+    load_components(plugins, search, origins)
     model = config_model()
     try:
         return model.model_validate(raw)
@@ -316,4 +334,5 @@ def _describe(error: Any, root: type[BaseModel]) -> str:
         return f"{field}: required but missing."
     got = error.get("input")
     shown = "" if isinstance(got, dict) else f" (got {got!r})"
-    return f"{field}: {error['msg']}{shown}."
+    message = error["msg"].removeprefix("Value error, ")  # our validators' own sentences
+    return f"{field}: {message}{shown}."

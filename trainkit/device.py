@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 from dataclasses import dataclass
 
 import torch
@@ -31,6 +32,24 @@ def resolve_device(spec: str) -> torch.device:
     if device.type == "mps" and not torch.backends.mps.is_available():
         raise UserError(f"trainer.device={spec!r} but MPS is not available; use auto or cpu.")
     return device
+
+
+def use_deterministic_kernels(deterministic: bool) -> None:
+    """Deterministic kernels where PyTorch has them (CPU runs are reproducible without)."""
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS needs it to be
+    if deterministic or torch.are_deterministic_algorithms_enabled():
+        # Only when it changes something: the call imports torch._inductor (seconds).
+        torch.use_deterministic_algorithms(deterministic, warn_only=True)
+    torch.backends.cudnn.benchmark = not deterministic
+
+
+def wants_channels_last(setting: bool | str, device: torch.device, module: torch.nn.Module) -> bool:
+    """`auto`: on for conv nets on CUDA and on CPU (oneDNN); untested on MPS, so off there."""
+    if isinstance(setting, bool):
+        return setting
+    is_conv = any(isinstance(m, torch.nn.Conv2d) for m in module.modules())
+    return device.type in ("cuda", "cpu") and is_conv
 
 
 @dataclass(frozen=True)

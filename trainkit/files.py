@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 
-def _publish(path: Path, make: Callable[[Path], object]) -> None:
+def publish(path: Path, make: Callable[[Path], object]) -> None:
     """Let `make` create the new content under a temporary name, then rename it to `path`.
 
     A crash, a kill or a full disk at any moment leaves the previous `path` untouched
@@ -36,7 +36,7 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
             handle.flush()
             os.fsync(handle.fileno())
 
-    _publish(path, make)
+    publish(path, make)
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -50,10 +50,29 @@ def atomic_copy(source: Path, target: Path) -> None:
     Safe because files here are never modified in place, only replaced by rename.
     """
     try:
-        _publish(target, lambda tmp: os.link(source, tmp))
+        publish(target, lambda tmp: os.link(source, tmp))
     except OSError:
         with source.open("rb") as original:
             atomic_write(target, lambda handle: shutil.copyfileobj(original, handle))
+
+
+def check_writable(path: Path, option: str, *, folder: bool = False) -> None:
+    """Refuse, before any work, an output path that cannot be written: a folder where a
+    file is wanted or the reverse, a file where a parent folder is needed, a read-only
+    place. Folders that do not exist yet are fine (they are made when writing)."""
+    from trainkit.errors import UserError
+
+    if folder and path.exists() and not path.is_dir():
+        raise UserError(f"{option} {path} is a file; give a folder to write into.")
+    if not folder and path.is_dir():
+        raise UserError(f"{option} {path} is a folder; give a file name inside it.")
+    for parent in [path, *path.parents] if folder else path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise UserError(f"{option} {path}: {parent} is a file, not a folder.")
+            if not os.access(parent, os.W_OK | os.X_OK):
+                raise UserError(f"{option} {path}: {parent} is not writable.")
+            return
 
 
 def _fsync_dir(folder: Path) -> None:

@@ -24,10 +24,16 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class Objective:
-    """A loss function and, for classification, how to read predicted classes."""
+    """A loss function and, for classification, how to read predicted classes.
+
+    `probabilities` turns outputs into per-class probabilities where the loss defines
+    them (softmax for cross-entropy, sigmoid for BCE); without it, `trainkit predict`
+    ranks classes by the raw outputs and calls them scores.
+    """
 
     loss: Callable[[Tensor, Tensor], Tensor]
     predict: Callable[[Tensor], Tensor] | None = None  # None: regression, no accuracy
+    probabilities: Callable[[Tensor], Tensor] | None = None
 
 
 class CrossEntropyParams(LossParams):
@@ -66,7 +72,7 @@ def cross_entropy(params: CrossEntropyParams, data: DataInfo) -> Objective:
         _check_width("cross_entropy", outputs, (classes,), "one logit per class")
         return F.cross_entropy(outputs, targets, label_smoothing=params.label_smoothing)
 
-    return Objective(loss, _argmax)
+    return Objective(loss, _argmax, lambda outputs: outputs.softmax(dim=1))
 
 
 @register_loss("mse")
@@ -93,6 +99,7 @@ def mse(params: LossParams, data: DataInfo) -> Objective:
 @register_loss("bce")
 def bce(params: LossParams, data: DataInfo) -> Objective:
     """Binary cross-entropy on logits: one logit for two classes, or one per class."""
+    import torch
     import torch.nn.functional as F
 
     classes = _needs_classes("bce", data)
@@ -109,4 +116,10 @@ def bce(params: LossParams, data: DataInfo) -> Objective:
     def predict(outputs: Tensor) -> Tensor:
         return (outputs[:, 0] > 0).long() if outputs.shape[1] == 1 else outputs.argmax(dim=1)
 
-    return Objective(loss, predict)
+    def probabilities(outputs: Tensor) -> Tensor:
+        if outputs.shape[1] == 1:  # P(class 1); class 0 gets the rest
+            positive = outputs.sigmoid()
+            return torch.cat([1 - positive, positive], dim=1)
+        return outputs.sigmoid()  # one independent probability per class
+
+    return Objective(loss, predict, probabilities)

@@ -1,38 +1,42 @@
-"""From a validated config to a trained, evaluated or resumed run: the library API.
+"""From a validated config to a trained run: the library API.
 
-`train`, `resume` and `evaluate_checkpoint` are what the CLI calls, and what a Python
-user calls directly. They build components from the registries, hand them to the engine
-and decide where output goes. Everything that can be wrong with the user's input is
-found before the run directory is created, so a failed start writes nothing.
+`build` turns a config into live components from the registries; `train` hands them to
+the engine and decides where output goes (`trainkit.resuming.resume` does the same for
+a run that stopped). Everything that can be wrong with the user's input is found before
+the run directory is created, so a failed start writes nothing.
 """
 
 from __future__ import annotations
 
 import math
-import os
 import random
 import signal
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
 from trainkit import checkpoint as ckpt
-from trainkit.config import Config, apply_overrides, to_dict, to_yaml, validate
-from trainkit.console import make_reporter, stderr, warn
+from trainkit.config import Config, to_dict, to_yaml
+from trainkit.console import make_reporter, stderr
 from trainkit.data.memory import BatchTransform, DataInfo, DeviceBatches, InMemoryDataset, Split
-from trainkit.device import resolve_device, resolve_precision
+from trainkit.device import (
+    resolve_device,
+    resolve_precision,
+    use_deterministic_kernels,
+    wants_channels_last,
+)
 from trainkit.distributed import World, join
 from trainkit.engine import LoopSettings, Outcome, Parts, TrainState, evaluate, fit
 from trainkit.errors import UserError
+from trainkit.finetune import build_model, count_parameters, load_initial_weights
 from trainkit.losses import Objective
-from trainkit.registry import DATASETS, LOSSES, MODELS, OPTIMIZERS, SCHEDULERS
+from trainkit.registry import DATASETS, LOSSES, OPTIMIZERS, SCHEDULERS, plugin_origins
 from trainkit.runs import create_run_dir, write_config
 from trainkit.signals import stop_on_signals
+from trainkit.spec import InferenceSpec, model_spec
 from trainkit.tracking import MetricsLog
 
 
@@ -43,6 +47,7 @@ class Experiment:
     config: Config
     data: InMemoryDataset
     parts: Parts
+    spec: InferenceSpec  # what the model takes and gives, stored in its checkpoints
 
     @property
     def info(self) -> DataInfo:
@@ -65,21 +70,20 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def build(config: Config, world: World | None = None) -> Experiment:
+def build(
+    config: Config, world: World | None = None, stored: InferenceSpec | None = None
+) -> Experiment:
     """Data, model, loss, optimizer and schedule for `config`, on the chosen device.
 
     In a multi-process run (`world`), each rank uses the device of its LOCAL_RANK, takes
     its share of every batch, and trains the model inside DistributedDataParallel.
+    `stored` is the spec of a checkpoint being resumed or scored: its normalization is
+    the one the model learned with, even if the images have changed since.
     """
     world = world or World()
     trainer = config.trainer
     seed_everything(config.seed)
-    if trainer.deterministic:
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS needs it to be
-    if trainer.deterministic or torch.are_deterministic_algorithms_enabled():
-        # Only when it changes something: the call imports torch._inductor (seconds).
-        torch.use_deterministic_algorithms(trainer.deterministic, warn_only=True)
-    torch.backends.cudnn.benchmark = not trainer.deterministic
+    use_deterministic_kernels(trainer.deterministic)
     device = resolve_device(trainer.device)
     if world.distributed and device.type == "cuda":
         device = torch.device("cuda", world.local_rank)
@@ -92,21 +96,27 @@ def build(config: Config, world: World | None = None) -> Experiment:
             f"checkpoint.monitor={config.checkpoint.monitor} needs a classification dataset; "
             f"{config.data.name} is a regression set: monitor val/loss."
         )
-    input_shape = tuple(config.model.input_shape or info.input_shape)
-    module = MODELS.build(config.model, input_shape, config.model.num_classes or info.num_outputs)
-    is_conv = any(isinstance(m, nn.Conv2d) for m in module.modules())
-    # Faster convolutions on CUDA and on CPU (oneDNN); untested on MPS, so left off there.
-    channels_last = (
-        trainer.channels_last
-        if isinstance(trainer.channels_last, bool)
-        else device.type in ("cuda", "cpu") and is_conv
-    )
+    spec = model_spec(config, data)
+    if stored is not None:
+        stored.check_classes(spec.class_names)
+        spec = stored
+    input_shape = spec.input_shape
+    module = build_model(config.model, input_shape, spec.num_outputs, stored is not None)
+    channels_last = wants_channels_last(trainer.channels_last, device, module)
     module = module.to(device, memory_format=torch.channels_last if channels_last else None)
     objective = LOSSES.build(config.loss, info)
 
     # Each rank augments with its own generator; rank 0's is the single-process one.
     augment_seed = config.seed + 1 + 1_000_003 * world.rank
-    transform = BatchTransform(data, device, seed=augment_seed, channels_last=channels_last)
+    mean, std = (spec.image.mean, spec.image.std) if spec.image else (data.mean, data.std)
+    transform = BatchTransform(
+        device,
+        augment_seed,
+        mean=mean,
+        std=std,
+        augment=data.augment,
+        channels_last=channels_last,
+    )
     batch_size = config.data.batch_size
     train_batches = DeviceBatches(
         data.train.to(device),
@@ -121,7 +131,8 @@ def build(config: Config, world: World | None = None) -> Experiment:
     val_batches = _eval_batches(data.val, config, world, device, transform)
     _probe(module, objective, val_batches, config, input_shape)
 
-    optimizer = OPTIMIZERS.build(config.optimizer, module.parameters())
+    trainable = [p for p in module.parameters() if p.requires_grad]
+    optimizer = OPTIMIZERS.build(config.optimizer, trainable)
     steps_per_epoch = math.ceil(len(train_batches) / trainer.accumulate_steps)
     scheduler = (
         SCHEDULERS.build(config.scheduler, optimizer, steps_per_epoch, trainer.epochs)
@@ -151,7 +162,7 @@ def build(config: Config, world: World | None = None) -> Experiment:
         precision,
         world,
     )
-    return Experiment(config, data, parts)
+    return Experiment(config, data, parts, spec)
 
 
 def split_batches(experiment: Experiment, split: str) -> DeviceBatches:
@@ -215,8 +226,13 @@ def loop_settings(config: Config) -> LoopSettings:
     )
 
 
-def _run(
-    experiment: Experiment, run_dir: Path, state: TrainState, quiet: bool, resumed: bool
+def run_experiment(
+    experiment: Experiment,
+    run_dir: Path,
+    state: TrainState,
+    quiet: bool,
+    resumed: bool,
+    notes: list[str] | None = None,
 ) -> RunResult:
     config, parts = experiment.config, experiment.parts
     world = parts.world
@@ -225,7 +241,12 @@ def _run(
     checkpointer = metrics_log = None
     if world.is_main:
         checkpointer = ckpt.Checkpointer(
-            run_dir, to_dict(config), config.checkpoint.every_epochs, config.checkpoint.keep_last
+            run_dir,
+            to_dict(config),
+            config.checkpoint.every_epochs,
+            config.checkpoint.keep_last,
+            inputs=experiment.spec.as_dict(),
+            plugins=plugin_origins(config.plugins),
         )
         metrics_log = MetricsLog(
             run_dir, config.logging.tensorboard, resume_step=state.step if resumed else None
@@ -233,10 +254,15 @@ def _run(
     batch = f"{config.data.batch_size}"
     if world.distributed:
         batch += f" x {world.size} processes = {parts.train.global_batch_size}"
+    trainable, total = count_parameters(parts.module)
+    counted = f"{total:,} parameters" + (f", {trainable:,} trainable" if trainable != total else "")
     reporter.info(
-        f"{'resuming' if resumed else 'training'} {config.name} in {run_dir} on {parts.device} "
-        f"({parts.precision.name}), {len(parts.train)} batches of {batch} per epoch"
+        f"{'resuming' if resumed else 'training'} {config.name}: model {config.model.label()} "
+        f"({counted}) on {parts.device} ({parts.precision.name}), {len(parts.train)} batches "
+        f"of {batch} per epoch, in {run_dir}"
     )
+    for note in notes or []:
+        reporter.info(note)
     try:
         with stop_on_signals() as received:
             outcome: Outcome = fit(
@@ -262,7 +288,7 @@ def _run(
                 if k.startswith(("train/", "val/", "test/"))
             }
             if metrics_log:
-                metrics_log.hparams(_flat_hparams(config), final)
+                metrics_log.hparams(to_dict(config), final)
     finally:
         reporter.close()
         if metrics_log:
@@ -286,188 +312,25 @@ def _run(
     return result
 
 
-def _flat_hparams(config: Config) -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-
-    def walk(prefix: str, value: Any) -> None:
-        if isinstance(value, dict):
-            for key, inner in value.items():
-                walk(f"{prefix}.{key}" if prefix else key, inner)
-        elif isinstance(value, (int, float, str, bool)):
-            flat[prefix] = value
-        elif value is not None:
-            flat[prefix] = str(value)
-
-    walk("", to_dict(config))
-    return flat
-
-
-def _join(config: Config) -> World:
+def join_world(config: Config) -> World:
     """This process's place in a torchrun launch (rank 0 of 1 when run on its own)."""
     return join(resolve_device(config.trainer.device).type)
 
 
 def train(config: Config, run_dir: Path | None = None, quiet: bool = False) -> RunResult:
     """Train `config` from scratch into a new run directory."""
-    world = _join(config)
+    world = join_world(config)
     try:
         experiment = build(config, world)
+        notes = []
+        if config.model.init_from:
+            report = load_initial_weights(experiment.parts.module, Path(config.model.init_from))
+            notes = report.lines()
         directory = None
         if world.is_main:
             directory = create_run_dir(Path(config.checkpoint.root), config.name, run_dir)
             write_config(directory, to_yaml(config))
         directory = world.broadcast(directory)  # rank 0 names the run for everyone
-        return _run(experiment, directory, TrainState(), quiet, resumed=False)
+        return run_experiment(experiment, directory, TrainState(), quiet, False, notes)
     finally:
         world.close()
-
-
-def _locate(path: Path) -> ckpt.Found:
-    if path.is_dir():
-        found = ckpt.load_latest(path)
-        for problem in found.skipped:
-            warn(f"skipped a damaged checkpoint: {problem}")
-        return found
-    if not path.exists():
-        raise UserError(
-            f"nothing to resume at {path}: no such file or folder. Pass a run directory "
-            "(checkpoints/<name>/<run-id>) or a checkpoint file."
-        )
-    return ckpt.Found(path, ckpt.load(path), [])
-
-
-def _config_of(payload: dict[str, Any], overrides: list[str], source: Path) -> Config:
-    return validate(apply_overrides(payload["config"], overrides), f"the config stored in {source}")
-
-
-def _load_weights(module: nn.Module, payload: dict[str, Any], source: Path) -> None:
-    try:
-        module.load_state_dict(payload["model"])
-    except RuntimeError as exc:
-        raise UserError(
-            f"the model weights in {source} do not fit the model this config builds "
-            f"({str(exc).splitlines()[0]}). Do not change model settings with --set on resume/eval."
-        ) from None
-
-
-def resume(path: Path, overrides: list[str] | None = None, quiet: bool = False) -> RunResult:
-    """Continue the run in `path` (a run directory or a checkpoint file) where it stopped.
-
-    With the world size it was trained with, a run continues exactly. With another, it
-    continues from its last completed epoch, with the schedule re-planned for the new
-    number of steps per epoch.
-    """
-    found = _locate(path)
-    config = _config_of(found.payload, overrides or [], found.path)
-    world = _join(config)
-    try:
-        stored_world = found.payload.get("world_size", 1)
-        if stored_world != world.size:
-            found = _last_completed_epoch(found, stored_world, world.size)
-        payload = found.payload
-        experiment = build(config, world)
-        parts = experiment.parts
-        state = TrainState.from_dict(payload["state"])
-        if state.epoch >= config.trainer.epochs:
-            raise UserError(
-                f"the run in {found.path.parent} already finished {state.epoch} of "
-                f"{config.trainer.epochs} epochs. To train longer: trainkit resume {path} "
-                f"--set trainer.epochs={state.epoch + 10}"
-            )
-        if not world.is_main:  # rank 0 carries the epoch's sums over all ranks
-            state.sums.zero_()
-            state.seen = 0
-        _load_weights(parts.module, payload, found.path)
-        if parts.scaler is not None and payload["scaler"] is not None:
-            parts.scaler.load_state_dict(payload["scaler"])
-        if stored_world == world.size:
-            _restore_augmentation(parts, payload["data"][world.rank])
-        else:  # an epoch has a new number of steps
-            steps_per_epoch = math.ceil(len(parts.train) / config.trainer.accumulate_steps)
-            state.step = state.epoch * steps_per_epoch
-        stored_epochs = payload["config"]["trainer"]["epochs"]
-        if parts.scheduler is not None and stored_epochs != config.trainer.epochs:
-            warn(
-                f"trainer.epochs changed from {stored_epochs} to {config.trainer.epochs}: the "
-                "learning-rate schedule is re-planned over the new length."
-            )
-        replan = stored_epochs != config.trainer.epochs or stored_world != world.size
-        if parts.scheduler is not None and replan:
-            _replan_schedule(parts, payload, state.step)
-        else:
-            parts.optimizer.load_state_dict(payload["optimizer"])
-            if parts.scheduler is not None and payload["scheduler"] is not None:
-                parts.scheduler.load_state_dict(payload["scheduler"])
-        ckpt.restore_rng(payload["rng"])
-        return _run(experiment, found.path.parent, state, quiet, resumed=True)
-    finally:
-        world.close()
-
-
-def _last_completed_epoch(found: ckpt.Found, stored_world: int, world_size: int) -> ckpt.Found:
-    """The checkpoint at the end of the newest finished epoch, for a new world size."""
-    state = found.payload["state"]
-    if state["batch"] > 0:
-        epoch_file = found.path.parent / ckpt.periodic_name(state["epoch"])
-        if state["epoch"] == 0 or not epoch_file.is_file():
-            raise UserError(
-                f"{found.path} stopped inside epoch {state['epoch'] + 1} of a run with "
-                f"{stored_world} processes, and no checkpoint of a completed epoch is there "
-                f"to continue from with {world_size}. Resume it with --nproc {stored_world}."
-            )
-        found = ckpt.Found(epoch_file, ckpt.load(epoch_file), [])
-    warn(
-        f"this run was trained by {stored_world} process(es) and resumes with {world_size}: "
-        f"it continues from the end of epoch {found.payload['state']['epoch']}, with the "
-        "learning-rate schedule re-planned for the new batches per epoch; not bit-exact."
-    )
-    return found
-
-
-def _restore_augmentation(parts: Parts, saved: dict[str, Any]) -> None:
-    try:
-        parts.train.transform.load_state_dict(saved)
-    except RuntimeError:
-        warn(
-            "the checkpoint's augmentation generator belongs to another device type; "
-            "augmentation continues from a fresh seed, so this resume is not bit-exact."
-        )
-
-
-def _replan_schedule(parts: Parts, payload: dict[str, Any], steps: int) -> None:
-    """Walk the new, freshly built schedule to `steps`, then restore the optimizer's
-    state (momentum, moments) under the learning rate that schedule has reached."""
-    assert parts.scheduler is not None
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # stepping a schedule with no optimizer step
-        for _ in range(steps):
-            parts.scheduler.step()
-    lrs = [group["lr"] for group in parts.optimizer.param_groups]
-    parts.optimizer.load_state_dict(payload["optimizer"])
-    for group, lr in zip(parts.optimizer.param_groups, lrs, strict=True):
-        group["lr"] = lr
-
-
-def evaluate_checkpoint(
-    path: Path, split: str = "test", overrides: list[str] | None = None
-) -> dict[str, Any]:
-    """Loss and accuracy (overall and per class) of a checkpoint on one split."""
-    if path.is_dir():
-        path = next((path / n for n in (ckpt.BEST, ckpt.LAST) if (path / n).is_file()), path)
-    payload = ckpt.load(path)
-    config = _config_of(payload, overrides or [], path)
-    experiment = build(config)
-    parts = experiment.parts
-    _load_weights(parts.module, payload, path)
-    result = evaluate(parts, split_batches(experiment, split), experiment.info.num_classes)
-    return {
-        "split": split,
-        "loss": result["loss"],
-        "accuracy": result.get("accuracy"),  # None for regression
-        "samples": result["samples"],
-        "per_class_accuracy": result.get("per_class_accuracy"),
-        "class_names": list(experiment.info.class_names),
-        "checkpoint": str(path),
-        "epoch": payload["state"]["epoch"],
-        "step": payload["state"]["step"],
-    }

@@ -35,7 +35,8 @@ class Params(BaseModel):
 
 
 class ModelParams(Params):
-    """What every model accepts: its input and output sizes, normally read off the dataset."""
+    """What every model accepts: its input and output sizes (normally read off the dataset),
+    and where its starting weights come from."""
 
     input_shape: list[int] | None = Field(
         None, description="Input shape without the batch dimension; null: from the dataset."
@@ -43,6 +44,34 @@ class ModelParams(Params):
     num_classes: int | None = Field(
         None, ge=1, description="Outputs (classes, or regression targets); null: from the dataset."
     )
+    init_from: str | None = Field(
+        None,
+        description="Start from the weights in this file (a trainkit checkpoint, a safetensors "
+        "file or a saved state_dict): every tensor whose name and shape match is loaded, the "
+        "rest keep their fresh initialization. Only a new run reads it; resume does not.",
+    )
+    freeze: list[str] = Field(
+        default_factory=list,
+        description="Keep the parameters under these name prefixes fixed, e.g. [conv1, layer1]; "
+        "BatchNorm layers inside them keep their statistics fixed too.",
+    )
+
+    def label(self) -> str:
+        """How the first line of a run names this model."""
+        return str(getattr(self, "name", type(self).__name__))
+
+    def for_checkpoint(self) -> ModelParams:
+        """These parameters for rebuilding a model whose weights a checkpoint will replace,
+        so pretrained weights need not be read (see models.zoo)."""
+        return self
+
+    def preferred_inputs(self) -> dict[str, Any]:
+        """Data settings this model asks for where the config leaves them unset (null).
+
+        Pretrained weights know the image size and normalization they were trained with;
+        a dataset that has fields of these names (image_folder) takes them.
+        """
+        return {}
 
 
 class LossParams(Params):
@@ -110,8 +139,13 @@ class Registry:
 
         def decorator(builder: BuilderT) -> BuilderT:
             existing = self._entries.get(name)
-            if existing is not None and existing.builder.__qualname__ != builder.__qualname__:
-                raise ValueError(f"{self.kind} {name!r} is already registered")
+            # The same function seen again (its module re-imported) replaces itself; any
+            # other builder under a taken name is a clash, never a silent replacement.
+            if existing is not None and _identity(existing.builder) != _identity(builder):
+                raise ValueError(
+                    f"{self.kind} {name!r} is already registered by "
+                    f"{existing.builder.__module__}; register it under another name"
+                )
             self._entries[name] = Entry(name, params, builder)
             return builder
 
@@ -135,6 +169,10 @@ class Registry:
     def build(self, params: Params, *args: Any, **kwargs: Any) -> Any:
         """Call the builder registered under `params.name` with the validated parameters."""
         return self.get(params.name).builder(params, *args, **kwargs)  # type: ignore[attr-defined]
+
+
+def _identity(builder: Callable[..., Any]) -> tuple[str, str]:
+    return builder.__module__, builder.__qualname__
 
 
 def suggest(word: str, choices: list[str]) -> str:
@@ -166,24 +204,65 @@ register_scheduler = SCHEDULERS.register
 _BUILTIN_MODULES = ("trainkit.models", "trainkit.data", "trainkit.losses", "trainkit.optim")
 
 
-def load_components(plugins: list[str] | tuple[str, ...] = (), search: Path | None = None) -> None:
+def load_components(
+    plugins: list[str] | tuple[str, ...] = (),
+    search: Path | None = None,
+    origins: dict[str, str] | None = None,
+) -> None:
     """Import the built-in component modules and the user's plugin modules.
 
     A plugin is an importable module name; the current directory and `search` (the
     config file's folder) are tried first, so a `my_models.py` beside the config works.
+    `origins` (module -> the folder it was imported from, as `plugin_origins` recorded it
+    in a checkpoint) comes before all of them, so a run's plugins load from any directory.
     """
     for module in _BUILTIN_MODULES:
         importlib.import_module(module)
+    origins = origins or {}
     extra_paths = [str(Path.cwd())] + ([str(search.resolve())] if search else [])
-    for path in extra_paths:
+    for path in [*extra_paths, *reversed(origins.values())]:
         if path not in sys.path:
             sys.path.insert(0, path)
     for module in plugins:
         try:
             importlib.import_module(module)
-        except (ImportError, SyntaxError) as exc:
+        except Exception as exc:
+            if not isinstance(exc, (ImportError, SyntaxError)):
+                raise UserError(
+                    f"plugins: importing {module!r} raised {type(exc).__name__}: "
+                    f"{_first_line(exc)}. Fix the plugin module."
+                ) from None
+            recorded = origins.get(module)
+            where = (
+                f" The run recorded it as loaded from {recorded}, which "
+                f"{'no longer holds it' if Path(recorded).is_dir() else 'no longer exists'}; "
+                "put the module back there or on PYTHONPATH."
+                if recorded
+                else " A plugin is a Python module name importable from the current directory, "
+                "the config file's folder or PYTHONPATH, e.g. `plugins: [my_models]` for a "
+                "my_models.py beside the config."
+            )
             raise UserError(
-                f"plugins: cannot import {module!r} ({exc}). A plugin is a Python module name "
-                "importable from the current directory, the config file's folder or PYTHONPATH, "
-                "e.g. `plugins: [my_models]` for a my_models.py beside the config."
+                f"plugins: cannot import {module!r} ({_first_line(exc)}).{where}"
             ) from None
+
+
+def plugin_origins(plugins: list[str]) -> dict[str, str]:
+    """The folder each imported plugin module was loaded from: the sys.path entry that
+    holds it (for `pkg.mod`, the folder above `pkg`)."""
+    origins = {}
+    for name in plugins:
+        module = sys.modules.get(name)
+        file = getattr(module, "__file__", None)
+        if file is None:
+            continue
+        folder = Path(file).resolve().parent
+        depth = name.count(".") + (Path(file).name == "__init__.py")
+        for _ in range(depth):
+            folder = folder.parent
+        origins[name] = str(folder)
+    return origins
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]

@@ -46,19 +46,34 @@ class MetricsLog:
             for tag, value in scalars.items():
                 self.writer.add_scalar(tag, value, step)
 
-    def hparams(self, hparams: dict[str, Any], metrics: dict[str, float]) -> None:
-        """The run's settings beside its final metrics, for TensorBoard's HPARAMS tab."""
+    def hparams(self, config: dict[str, Any], metrics: dict[str, float]) -> None:
+        """The run's settings (the resolved config, flattened to dotted keys) beside its
+        final metrics, for TensorBoard's HPARAMS tab."""
         if self.writer is None:
             return
         usable = {k: v for k, v in metrics.items() if math.isfinite(v)}
         self.writer.add_hparams(
-            hparams, {f"hparam/{k}": v for k, v in usable.items()}, run_name="."
+            _flatten(config), {f"hparam/{k}": v for k, v in usable.items()}, run_name="."
         )
 
     def close(self) -> None:
         self.file.close()
         if self.writer is not None:
             self.writer.close()
+
+
+def _flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"optimizer": {"lr": 0.1}} -> {"optimizer.lr": 0.1}; lists become their text."""
+    flat: dict[str, Any] = {}
+    for key, value in config.items():
+        name = f"{prefix}.{key}" if prefix else key
+        if isinstance(value, dict):
+            flat.update(_flatten(value, name))
+        elif isinstance(value, (int, float, str, bool)):
+            flat[name] = value
+        elif value is not None:
+            flat[name] = str(value)
+    return flat
 
 
 def _step_of(line: str) -> float:

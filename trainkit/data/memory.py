@@ -82,6 +82,7 @@ class InMemoryDataset:
     mean: tuple[float, ...] | None = None  # per channel, on the 0..1 scale; None: features
     std: tuple[float, ...] | None = None
     augment: bool = False  # random crop (4-pixel padding) and horizontal flip on train
+    resize: int | None = None  # images were resized to this shorter side, then centre-cropped
 
     def split(self, name: str) -> Split:
         return {"train": self.train, "val": self.val, "test": self.test}[name]
@@ -100,21 +101,31 @@ def hold_out(split: Split, fraction: float, seed: int) -> tuple[Split, Split]:
 
 
 class BatchTransform:
-    """uint8 images to normalized floats, with optional crop and flip, batch-wise on device."""
+    """uint8 images to normalized floats, with optional crop and flip, batch-wise on device.
+
+    Without `mean` and `std` inputs are features and pass through as they are.
+    """
 
     def __init__(
-        self, dataset: InMemoryDataset, device: torch.device, seed: int, channels_last: bool = False
+        self,
+        device: torch.device,
+        seed: int = 0,
+        *,
+        mean: tuple[float, ...] | None = None,
+        std: tuple[float, ...] | None = None,
+        augment: bool = False,
+        channels_last: bool = False,
     ) -> None:
-        self.augment = dataset.augment
+        self.augment = augment
         self.channels_last = channels_last
         self.generator = torch.Generator(device=device).manual_seed(seed)
         self.scale: Tensor | None = None
         self.shift: Tensor | None = None
-        if dataset.mean is not None and dataset.std is not None:
-            mean = torch.tensor(dataset.mean, device=device).view(1, -1, 1, 1)
-            std = torch.tensor(dataset.std, device=device).view(1, -1, 1, 1)
-            self.scale = 1.0 / (255.0 * std)
-            self.shift = -mean / std
+        if mean is not None and std is not None:
+            mean_ = torch.tensor(mean, device=device).view(1, -1, 1, 1)
+            std_ = torch.tensor(std, device=device).view(1, -1, 1, 1)
+            self.scale = 1.0 / (255.0 * std_)
+            self.shift = -mean_ / std_
 
     def __call__(self, inputs: Tensor, train: bool) -> Tensor:
         if train and self.augment:

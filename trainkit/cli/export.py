@@ -1,0 +1,51 @@
+"""`trainkit export`: a trained model as ONNX, a torch.export program or safetensors."""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from trainkit.cli.app import command, stdout
+
+
+class Format(str, Enum):
+    onnx = "onnx"
+    torch_export = "torch-export"
+    safetensors = "safetensors"
+
+
+@command()
+def export(
+    ckpt: Annotated[
+        Path, typer.Option("--ckpt", help="Checkpoint file (a run directory means its best.pt).")
+    ],
+    formats: Annotated[
+        list[Format],
+        typer.Option("--format", help="onnx, torch-export or safetensors. Repeatable."),
+    ],
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Folder for the files; default: export/ beside the checkpoint."),
+    ] = None,
+) -> None:
+    """Export a trained model, run the exported file, and compare it with the model."""
+    from trainkit.export import CARD, check_installed, export
+    from trainkit.files import check_writable
+    from trainkit.trained import checkpoint_file, load_trained
+
+    chosen = list(dict.fromkeys(f.value for f in formats))
+    check_installed(chosen)
+    folder = out or checkpoint_file(ckpt).parent / "export"
+    check_writable(folder, "--out", folder=True)
+    trained = load_trained(ckpt, device="cpu", precision="fp32")
+    console = stdout()
+    for done in export(trained, chosen, folder):
+        console.print(
+            f"{done.format}: {done.path}  checked: max abs difference {done.max_abs_diff:.2g} "
+            f"(tolerance {done.tolerance:.2g})",
+            highlight=False,
+        )
+    console.print(f"model card: {folder / CARD}", highlight=False)

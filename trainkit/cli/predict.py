@@ -1,0 +1,113 @@
+"""`trainkit predict`: classify (or regress) new files with a trained model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from trainkit.cli.app import command, stdout
+
+
+@command()
+def predict(
+    inputs: Annotated[
+        list[Path],
+        typer.Argument(
+            help="Image files, or folders searched for images; for a model of feature rows, "
+            ".csv, .npy or .pt files of rows."
+        ),
+    ],
+    ckpt: Annotated[
+        Path, typer.Option("--ckpt", help="Checkpoint file (a run directory means its best.pt).")
+    ],
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Write every row here: FILE.csv, FILE.json or FILE.jsonl."),
+    ] = None,
+    topk: Annotated[int, typer.Option(min=1, help="Classes to list per input.")] = 5,
+    device: Annotated[
+        str, typer.Option(help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps.")
+    ] = "auto",
+    batch_size: Annotated[
+        int | None,
+        typer.Option(min=1, help="Inputs per batch; default: the run's evaluation batch size."),
+    ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(min=0, help="Processes decoding images; default: one per core, up to 4."),
+    ] = None,
+    skip_bad: Annotated[
+        bool, typer.Option("--skip-bad", help="Exit 0 even when some files could not be read.")
+    ] = False,
+    show: Annotated[int, typer.Option(min=0, help="Rows shown in the table.")] = 20,
+) -> None:
+    """Predict the class (or value) of new inputs with a trained model."""
+    import os
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+    from rich.table import Table
+
+    from trainkit.console import stderr, warn
+    from trainkit.errors import RunFailed
+    from trainkit.predict import check_output, collect, predict, write
+    from trainkit.trained import load_trained
+
+    check_output(out)
+    trained = load_trained(ckpt, device)
+    files = collect(trained, inputs)
+    if workers is None:
+        workers = min(4, os.cpu_count() or 1) if trained.spec.image and len(files) > 64 else 0
+    progress = Progress(
+        "predicting",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=stderr,
+        transient=True,
+        disable=not stderr.is_terminal,
+    )
+    task = progress.add_task("", total=len(files) if trained.spec.image else None)
+    with progress:
+        result = predict(
+            trained,
+            files,
+            topk=topk,
+            batch_size=batch_size,
+            workers=workers,
+            advance=lambda n: progress.advance(task, n),
+        )
+
+    regression = trained.objective.predict is None
+    table = Table(title=f"{len(result.rows)} predictions by {trained.path}")
+    table.add_column("input", overflow="fold")
+    table.add_column("value" if regression else f"top {topk} ({result.score})")
+    for row in result.rows[:show]:
+        if regression:
+            table.add_row(row.input, ", ".join(f"{v:.4g}" for v in row.values))
+        else:
+            table.add_row(row.input, "  ".join(f"{name} {value:.3f}" for name, value in row.top))
+    console = stdout()
+    if show:
+        console.print(table)
+    if 0 < show < len(result.rows):
+        console.print(
+            f"... and {len(result.rows) - show} more"
+            + ("" if out else "; --out FILE writes every row")
+        )
+    rate = len(result.rows) / max(result.seconds, 1e-9)
+    stderr.print(
+        f"{len(result.rows)} inputs in {result.seconds:.2f} s ({rate:,.0f}/s) on {trained.device}"
+        + (f"; written to {out}" if out else ""),
+        highlight=False,
+    )
+    if out is not None:
+        write(result, out)
+    if result.skipped:
+        listed = "\n  ".join(result.skipped)
+        message = f"{len(result.skipped)} file(s) could not be read and were skipped:\n  {listed}"
+        if skip_bad:
+            warn(message)
+        else:
+            raise RunFailed(message + "\n(--skip-bad accepts this and exits 0.)")

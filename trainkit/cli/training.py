@@ -1,0 +1,118 @@
+"""`trainkit train` and `trainkit resume`, in one process or several (torchrun)."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from trainkit.cli.app import Nproc, Overrides, Quiet, command
+from trainkit.errors import RunFailed, UserError
+
+
+def _finish(result: Any) -> None:
+    """Exit like the process was killed by the signal (130, 143) when a run was stopped."""
+    from trainkit.console import speaks, stderr
+
+    if result.status == "interrupted":
+        raise typer.Exit(128 + int(result.signal or signal.SIGINT))
+    if not speaks():
+        return
+    shown = "  ".join(
+        f"{k} {v:.4f}" for k, v in result.metrics.items() if k.startswith(("val/", "test/"))
+    )
+    stderr.print(
+        f"{result.status}: {result.epoch} epochs, {result.step} steps  {shown}", highlight=False
+    )
+    stderr.print(f"run directory: {result.run_dir}", highlight=False)
+
+
+@command()
+def train(
+    config: Annotated[Path, typer.Argument(help="The YAML experiment file.")],
+    overrides: Overrides = None,
+    run_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--run-dir", help="Write the run here instead of checkpoints/<name>/<run-id>."
+        ),
+    ] = None,
+    quiet: Quiet = False,
+    nproc: Nproc = 1,
+) -> None:
+    """Train a model as the experiment file describes."""
+    from trainkit.config import load_config
+
+    loaded = load_config(config, overrides)  # a bad config stops here, before any worker
+    if nproc > 1:
+        extra = ["--run-dir", str(run_dir)] if run_dir else []
+        _launch(nproc, ["train", str(config), *_set_args(overrides), *extra, *["-q"] * quiet])
+        return
+    from trainkit import recipe
+
+    _finish(recipe.train(loaded, run_dir, quiet))
+
+
+@command()
+def resume(
+    path: Annotated[Path, typer.Argument(help="A run directory, or one checkpoint file in it.")],
+    overrides: Overrides = None,
+    quiet: Quiet = False,
+    nproc: Nproc = 1,
+) -> None:
+    """Continue an interrupted run exactly where it stopped (--set trainer.epochs=N to extend)."""
+    if nproc > 1:
+        _launch(nproc, ["resume", str(path), *_set_args(overrides), *["-q"] * quiet])
+        return
+    from trainkit.resuming import resume as resume_run
+
+    _finish(resume_run(path, overrides, quiet))
+
+
+def _set_args(overrides: list[str] | None) -> list[str]:
+    return [arg for override in overrides or [] for arg in ("--set", override)]
+
+
+def _launch(nproc: int, command: list[str]) -> None:
+    """Run `trainkit COMMAND` in `nproc` local workers under torchrun's elastic agent.
+
+    Rank 0 prints the run's output and any error; the agent's own log is silenced. The
+    exit code is rank 0's when it reported an error (2 bad input, 1 failed run), 128 + the
+    signal when the launcher was stopped (each worker saves last.pt first), else 1.
+    """
+    from trainkit.distributed import launched_by_torchrun
+
+    if launched_by_torchrun():
+        raise UserError(
+            "--nproc was given to a process that torchrun already started; leave --nproc out "
+            "when launching with torchrun (--nproc-per-node sets the number of processes)."
+        )
+    import logging
+
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import parse_args, run
+
+    logging.disable(logging.ERROR)  # the agent's own log; the workers say what happened
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
+    args = parse_args(["--standalone", f"--nproc-per-node={nproc}", "-m", "trainkit", *command])
+    try:
+        run(args)
+    except SignalException as stop:
+        raise typer.Exit(128 + int(stop.sigval)) from None
+    except ChildFailedError as failed:
+        main = failed.failures.get(0)
+        if main is not None and main.exitcode in (1, 2):  # rank 0 has printed why
+            raise typer.Exit(main.exitcode) from None
+        rank, failure = failed.get_first_failure()  # the agent stopped the others after it
+        if failure.exitcode in (1, 2) and isinstance(failure.message, str):
+            error = UserError if failure.exitcode == 2 else RunFailed
+            raise error(failure.message) from None  # the first failure's own message, once
+        raise RunFailed(
+            f"worker {rank} of {nproc} stopped first, with exit code {failure.exitcode}; "
+            "its output is above. The checkpoints written so far are kept: trainkit resume "
+            f"RUN_DIR --nproc {nproc} continues from the newest."
+        ) from None

@@ -1,0 +1,138 @@
+"""Continuing a run that stopped: `trainkit resume`.
+
+A run continues from its newest readable checkpoint (a damaged newer one is skipped
+with a warning). With the number of processes it was trained with, it continues bit for
+bit, mid-epoch if that is where it stopped: weights, optimizer and schedule, the loop
+position, every RNG and the augmentation generator come back as they were. With another
+number of processes it continues from its last completed epoch, with the schedule
+re-planned for the new number of steps per epoch. Extending a run (`--set
+trainer.epochs=N`) re-plans the schedule over the new length.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from pathlib import Path
+from typing import Any
+
+from trainkit import checkpoint as ckpt
+from trainkit.console import warn
+from trainkit.engine import Parts, TrainState
+from trainkit.errors import UserError
+from trainkit.recipe import RunResult, build, join_world, run_experiment
+from trainkit.spec import InferenceSpec
+from trainkit.trained import config_of, load_weights
+
+
+def _locate(path: Path) -> ckpt.Found:
+    if path.is_dir():
+        found = ckpt.load_latest(path)
+        for problem in found.skipped:
+            warn(f"skipped a damaged checkpoint: {problem}")
+        return found
+    if not path.exists():
+        raise UserError(
+            f"nothing to resume at {path}: no such file or folder. Pass a run directory "
+            "(checkpoints/<name>/<run-id>) or a checkpoint file."
+        )
+    return ckpt.Found(path, ckpt.load(path), [])
+
+
+def resume(path: Path, overrides: list[str] | None = None, quiet: bool = False) -> RunResult:
+    """Continue the run in `path` (a run directory or a checkpoint file) where it stopped.
+
+    With the world size it was trained with, a run continues exactly. With another, it
+    continues from its last completed epoch, with the schedule re-planned for the new
+    number of steps per epoch.
+    """
+    found = _locate(path)
+    config = config_of(found.payload, overrides or [], found.path)
+    world = join_world(config)
+    try:
+        stored_world = found.payload.get("world_size", 1)
+        if stored_world != world.size:
+            found = _last_completed_epoch(found, stored_world, world.size)
+        payload = found.payload
+        stored = payload.get("inputs")
+        experiment = build(config, world, InferenceSpec.from_dict(stored) if stored else None)
+        parts = experiment.parts
+        state = TrainState.from_dict(payload["state"])
+        if state.epoch >= config.trainer.epochs:
+            raise UserError(
+                f"the run in {found.path.parent} already finished {state.epoch} of "
+                f"{config.trainer.epochs} epochs. To train longer: trainkit resume {path} "
+                f"--set trainer.epochs={state.epoch + 10}"
+            )
+        if not world.is_main:  # rank 0 carries the epoch's sums over all ranks
+            state.sums.zero_()
+            state.seen = 0
+        load_weights(parts.module, payload, found.path)
+        if parts.scaler is not None and payload["scaler"] is not None:
+            parts.scaler.load_state_dict(payload["scaler"])
+        if stored_world == world.size:
+            _restore_augmentation(parts, payload["data"][world.rank])
+        else:  # an epoch has a new number of steps
+            steps_per_epoch = math.ceil(len(parts.train) / config.trainer.accumulate_steps)
+            state.step = state.epoch * steps_per_epoch
+        stored_epochs = payload["config"]["trainer"]["epochs"]
+        if parts.scheduler is not None and stored_epochs != config.trainer.epochs:
+            warn(
+                f"trainer.epochs changed from {stored_epochs} to {config.trainer.epochs}: the "
+                "learning-rate schedule is re-planned over the new length."
+            )
+        replan = stored_epochs != config.trainer.epochs or stored_world != world.size
+        if parts.scheduler is not None and replan:
+            _replan_schedule(parts, payload, state.step)
+        else:
+            parts.optimizer.load_state_dict(payload["optimizer"])
+            if parts.scheduler is not None and payload["scheduler"] is not None:
+                parts.scheduler.load_state_dict(payload["scheduler"])
+        ckpt.restore_rng(payload["rng"])
+        return run_experiment(experiment, found.path.parent, state, quiet, resumed=True)
+    finally:
+        world.close()
+
+
+def _last_completed_epoch(found: ckpt.Found, stored_world: int, world_size: int) -> ckpt.Found:
+    """The checkpoint at the end of the newest finished epoch, for a new world size."""
+    state = found.payload["state"]
+    if state["batch"] > 0:
+        epoch_file = found.path.parent / ckpt.periodic_name(state["epoch"])
+        if state["epoch"] == 0 or not epoch_file.is_file():
+            raise UserError(
+                f"{found.path} stopped inside epoch {state['epoch'] + 1} of a run with "
+                f"{stored_world} processes, and no checkpoint of a completed epoch is there "
+                f"to continue from with {world_size}. Resume it with --nproc {stored_world}."
+            )
+        found = ckpt.Found(epoch_file, ckpt.load(epoch_file), [])
+    warn(
+        f"this run was trained by {stored_world} process(es) and resumes with {world_size}: "
+        f"it continues from the end of epoch {found.payload['state']['epoch']}, with the "
+        "learning-rate schedule re-planned for the new batches per epoch; not bit-exact."
+    )
+    return found
+
+
+def _restore_augmentation(parts: Parts, saved: dict[str, Any]) -> None:
+    try:
+        parts.train.transform.load_state_dict(saved)
+    except RuntimeError:
+        warn(
+            "the checkpoint's augmentation generator belongs to another device type; "
+            "augmentation continues from a fresh seed, so this resume is not bit-exact."
+        )
+
+
+def _replan_schedule(parts: Parts, payload: dict[str, Any], steps: int) -> None:
+    """Walk the new, freshly built schedule to `steps`, then restore the optimizer's
+    state (momentum, moments) under the learning rate that schedule has reached."""
+    assert parts.scheduler is not None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # stepping a schedule with no optimizer step
+        for _ in range(steps):
+            parts.scheduler.step()
+    lrs = [group["lr"] for group in parts.optimizer.param_groups]
+    parts.optimizer.load_state_dict(payload["optimizer"])
+    for group, lr in zip(parts.optimizer.param_groups, lrs, strict=True):
+        group["lr"] = lr
