@@ -9,7 +9,8 @@ import torch
 from tests.conftest import tiny_experiment
 from tests.disk_datasets import CIFAR_CLASSES, write_cifar10, write_image_folder, write_mnist
 from trainkit.config import validate
-from trainkit.data.memory import BatchTransform, DeviceBatches, Split, hold_out
+from trainkit.data.batching import BatchPlan, BatchTransform, PadCrop
+from trainkit.data.memory import DeviceBatches, Split, hold_out
 from trainkit.errors import UserError
 from trainkit.registry import DATASETS
 
@@ -108,22 +109,29 @@ def test_image_folder_without_splits_is_a_user_error(tmp_path: Path) -> None:
 def test_batches_cover_the_split_in_a_resumable_order() -> None:
     split = Split(torch.arange(10).float().unsqueeze(1), torch.arange(10))
     transform = BatchTransform(torch.device("cpu"))
-    batches = DeviceBatches(split, 4, transform, train=True, seed=7)
+    batches = DeviceBatches(split, BatchPlan(10, 4, shuffle=True, seed=7), transform)
     assert len(batches) == 3
     epoch0 = [t.tolist() for _, t in batches.epoch(0)]
     assert sorted(i for batch in epoch0 for i in batch) == list(range(10))
     assert [t.tolist() for _, t in batches.epoch(0, start=1)] == epoch0[1:]
     assert epoch0 != [t.tolist() for _, t in batches.epoch(1)]
-    assert len(DeviceBatches(split, 4, transform, train=True, drop_last=True)) == 2
-    evaluation = DeviceBatches(split, 4, transform, train=False)
+    assert len(BatchPlan(10, 4, shuffle=True, drop_last=True)) == 2
+    evaluation = DeviceBatches(split, BatchPlan(10, 4, shuffle=False), transform)
     assert torch.cat([t for _, t in evaluation.epoch()]).tolist() == list(range(10))
+    # two ranks take halves of the same global batches: together, one rank's batches
+    ranks = [BatchPlan(10, 2, shuffle=True, seed=7, rank=r, world_size=2) for r in (0, 1)]
+    single = BatchPlan(10, 4, shuffle=True, seed=7)
+    order = single.order(0)
+    for b in range(len(single)):
+        shares = [plan.positions(plan.order(0), b) for plan in ranks]
+        assert torch.cat(shares).tolist() == single.positions(order, b).tolist()
 
 
 def test_augmentation_crops_and_flips_on_the_batch(tmp_path: Path, cifar_md5_bypass: None) -> None:
     write_cifar10(tmp_path, per_batch=4, n_test=4)
     data = build({"name": "cifar10", "root": str(tmp_path)})
     transform = BatchTransform(
-        torch.device("cpu"), seed=0, mean=data.mean, std=data.std, augment=data.augment
+        torch.device("cpu"), seed=0, mean=data.mean, std=data.std, augment=PadCrop()
     )
     images = data.train.inputs[:8]
     plain = transform(images, train=False)
@@ -148,7 +156,7 @@ def test_each_augmented_image_is_a_padded_crop_possibly_flipped() -> None:
         torch.device("cpu"),
         mean=(0.0, 0.0, 0.0),
         std=(1 / 255, 1 / 255, 1 / 255),  # so normalized values equal the raw pixels
-        augment=True,
+        augment=PadCrop(),
     )
     augmented = identity(images, train=True)
     padded = F.pad(images, (4, 4, 4, 4)).float()
@@ -191,5 +199,24 @@ def test_image_folder_decoded_by_workers_or_cached_gives_the_same_run(tmp_path: 
 def test_an_unreadable_image_in_the_folder_is_named(tmp_path: Path) -> None:
     root = write_image_folder(tmp_path / "pets", per_class=2)
     (root / "train" / "dog" / "broken.png").write_bytes(b"\x89PNG not really")
-    with pytest.raises(UserError, match=r"1 file\(s\) under .* cannot be read .*broken\.png"):
+    with pytest.raises(UserError, match=r"1 file\(s\) cannot be read as images: .*broken\.png"):
         build({"name": "image_folder", "root": str(root), "workers": 0})
+
+
+def test_mnist_augment_shifts_digits_by_up_to_two_pixels_without_flipping(tmp_path: Path) -> None:
+    from trainkit.data.batching import augmentation
+
+    write_mnist(tmp_path, n_train=20, n_test=5)
+    plain = build({"name": "mnist", "root": str(tmp_path)})
+    assert augmentation(plain) is None
+    shifted = build({"name": "mnist", "root": str(tmp_path), "augment": True})
+    assert augmentation(shifted) == PadCrop(padding=2, flip=False)
+    identity = BatchTransform(torch.device("cpu"), augment=augmentation(shifted))
+    images = shifted.train.inputs[:8]
+    padded = torch.nn.functional.pad(images, (2, 2, 2, 2))
+    moved = 0
+    for image, source in zip(identity(images, train=True), padded, strict=True):
+        windows = [source[:, y : y + 28, x : x + 28] for y in range(5) for x in range(5)]
+        assert any(torch.equal(image, w) for w in windows)  # a shift, never a mirror image
+        moved += not torch.equal(image, source[:, 2:30, 2:30])
+    assert moved >= 4

@@ -131,3 +131,43 @@ def test_a_failing_worker_reports_its_error_once(write_config, tmp_path: Path) -
     assert "cannot read MNIST" in result.stderr
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "checkpoints").exists()
+
+
+def test_a_streamed_folder_trains_alike_in_two_processes_and_one(
+    write_config, cli, tmp_path: Path
+) -> None:
+    """Each rank streams only its share of every global batch (with per-image crops drawn
+    from (seed, epoch, sample)), and reads its shard of the evaluation splits."""
+    from tests.disk_datasets import write_image_folder
+
+    root = write_image_folder(tmp_path / "pets", per_class=16, size=20)
+    data = {
+        "name": "image_folder",
+        "root": str(root),
+        "image_size": 16,
+        "in_memory": False,
+        "augment": "random_resized_crop",
+        "workers": 1,
+        "batch_size": 6,
+        "val_fraction": 0.125,  # 42 training images: 7 global batches of 6 x 2 processes
+    }
+    config = write_config(
+        tiny_experiment(
+            model={"name": "lenet"},
+            data=data,
+            optimizer={"name": "sgd", "lr": 0.05, "momentum": 0.9},
+            trainer={"epochs": 2},
+            logging={"log_every_steps": 2, "tensorboard": False},
+        )
+    )
+    result = trainkit("train", config, "--nproc", 2, "--run-dir", tmp_path / "two")
+    assert "streaming from the files" in result.stdout
+    one = cli("train", config, "--set", "data.batch_size=12", "--run-dir", tmp_path / "one", "-q")
+    assert one.exit_code == 0, one.output
+    two_weights, one_weights = weights(tmp_path / "two"), weights(tmp_path / "one")
+    for name, value in one_weights.items():
+        torch.testing.assert_close(two_weights[name], value, rtol=0, atol=1e-5)
+    assert (
+        records(tmp_path / "two")[-1]["test/accuracy"]
+        == records(tmp_path / "one")[-1]["test/accuracy"]
+    )

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import tiny_experiment
+from tests.conftest import NEVER, assert_same_run, stop_at_loss_call, tiny_experiment
 from tests.disk_datasets import write_cifar10, write_image_folder
 from trainkit import recipe
 from trainkit.checkpoint import load
@@ -122,79 +122,29 @@ def test_freeze_keeps_parameters_and_batchnorm_statistics_fixed(
         recipe.build(validate(everything))
 
 
-STOP_PLUGIN = '''
-import os
-import signal
-
-import torch.nn.functional as F
-from pydantic import Field
-from trainkit.losses import Objective
-from trainkit.registry import LossParams, register_loss
-
-
-class Params(LossParams):
-    at_call: int = Field(ge=1)
-
-
-@register_loss("tk_stop_at", Params)
-def build(params, data):
-    """Cross-entropy that sends its own process SIGTERM at one call, like a user would."""
-    calls = [0]
-
-    def loss(outputs, targets):
-        calls[0] += 1
-        if calls[0] == params.at_call:
-            os.kill(os.getpid(), signal.SIGTERM)
-        return F.cross_entropy(outputs, targets)
-
-    return Objective(loss, lambda outputs: outputs.argmax(1))
-'''
-
-
 def test_a_fine_tuned_run_stopped_mid_epoch_resumes_exactly(
-    source_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    source_run: Path, tmp_path: Path
 ) -> None:
     """init_from and freeze, stopped by SIGTERM at step 17 (not a log or checkpoint
     boundary), then resumed: the same weights, optimizer state and metrics.jsonl."""
-    import json
-
     from trainkit.resuming import resume
-
-    (tmp_path / "tk_stop_loss.py").write_text(STOP_PLUGIN)
-    monkeypatch.syspath_prepend(str(tmp_path))
 
     def experiment(stop_at: int) -> dict:
         config = one_logit_config(init_from=str(source_run / "last.pt"), freeze=["1"])
-        config["plugins"] = ["tk_stop_loss"]
-        config["loss"] = {"name": "tk_stop_at", "at_call": stop_at}
+        config.update(stop_at_loss_call(tmp_path, stop_at))
         config["model"]["num_classes"] = None  # two logits again, for cross-entropy
         config["trainer"]["epochs"] = 3
         config["logging"] = {"log_every_steps": 5, "tensorboard": False}
         return config
 
-    never = 10_000
-    recipe.train(validate(experiment(never)), run_dir=tmp_path / "whole", quiet=True)
+    recipe.train(validate(experiment(NEVER)), run_dir=tmp_path / "whole", quiet=True)
     # Loss calls: the start-up probe, 12 steps of epoch 1, its 2 validation batches, then
     # epoch 2: call 20 is step 17, inside epoch 2 and between log and checkpoint points.
     stopped = recipe.train(validate(experiment(20)), run_dir=tmp_path / "cut", quiet=True)
     assert stopped.status == "interrupted" and stopped.step == 17
     (tmp_path / "source" / "last.pt").unlink()  # resume never reads init_from again
-    resume(tmp_path / "cut", overrides=[f"loss.at_call={never}"], quiet=True)
-
-    whole, cut = load(tmp_path / "whole" / "last.pt"), load(tmp_path / "cut" / "last.pt")
-    assert all(torch.equal(whole["model"][k], cut["model"][k]) for k in whole["model"])
-    for key, state in whole["optimizer"]["state"].items():
-        for name, value in state.items():
-            assert torch.equal(
-                torch.as_tensor(value), torch.as_tensor(cut["optimizer"]["state"][key][name])
-            )
-
-    def records(run: str) -> list[dict]:
-        lines = (tmp_path / run / "metrics.jsonl").read_text().splitlines()
-        timing = {"epoch_time", "samples_per_sec"}
-        return [{k: v for k, v in json.loads(x).items() if k not in timing} for x in lines]
-
-    assert records("whole") == records("cut")
+    resume(tmp_path / "cut", overrides=[f"loss.at_call={NEVER}"], quiet=True)
+    assert_same_run(tmp_path / "whole", tmp_path / "cut")
 
 
 @pytest.fixture

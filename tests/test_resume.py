@@ -13,7 +13,7 @@ import pytest
 import torch
 import yaml
 
-from tests.conftest import tiny_experiment
+from tests.conftest import assert_same_run, tiny_experiment
 from trainkit import recipe
 from trainkit.checkpoint import load
 from trainkit.config import validate
@@ -37,32 +37,6 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> Path:
     run = tmp_path_factory.mktemp("reference") / "run"
     recipe.train(validate(EXPERIMENT), run_dir=run, quiet=True)
     return run
-
-
-def assert_same_run(a: Path, b: Path) -> None:
-    first, second = load(a / "last.pt"), load(b / "last.pt")
-    for name, tensor in first["model"].items():
-        assert torch.equal(tensor, second["model"][name]), name
-    for key, state in first["optimizer"]["state"].items():
-        for name, value in state.items():
-            assert torch.equal(
-                torch.as_tensor(value), torch.as_tensor(second["optimizer"]["state"][key][name])
-            )
-    assert first["metrics"]["val/loss"] == second["metrics"]["val/loss"]
-    assert first["metrics"]["val/accuracy"] == second["metrics"]["val/accuracy"]
-    assert first["metrics"]["train/loss"] == second["metrics"]["train/loss"]
-    assert first["state"]["step"] == second["state"]["step"]
-    history = [_epoch_records(a), _epoch_records(b)]
-    assert history[0] == history[1]
-
-
-def _epoch_records(run: Path) -> list[dict]:
-    """metrics.jsonl without the wall-clock fields, which differ between any two runs."""
-    import json
-
-    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    timing = {"epoch_time", "samples_per_sec"}
-    return [{k: v for k, v in r.items() if k not in timing} for r in records]
 
 
 def start_training(config: Path, run: Path) -> subprocess.Popen[str]:

@@ -6,8 +6,10 @@ reporter decides how they look. Warnings and errors always go to stderr, --quiet
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
+from collections.abc import Callable, Iterator
 from typing import Protocol
 
 from rich.console import Console
@@ -21,11 +23,45 @@ from rich.progress import (
 )
 
 stderr = Console(stderr=True, soft_wrap=True)
+_quiet = [False]  # --quiet, for what is printed before a run's reporter exists
 
 
 def speaks() -> bool:
     """In a multi-process run only rank 0 prints, so each message shows once."""
     return os.environ.get("RANK", "0") == "0"
+
+
+def set_quiet(quiet: bool) -> None:
+    _quiet[0] = quiet
+
+
+def note(text: str) -> None:
+    """A line about what start-up is doing (scanning, decoding), unless --quiet."""
+    if speaks() and not _quiet[0]:
+        print(text, flush=True)
+
+
+@contextlib.contextmanager
+def progress(description: str, total: int) -> Iterator[Callable[[int], None]]:
+    """Report a long start-up step: a bar on a terminal, one line elsewhere, nothing with
+    --quiet. Yields `advance(n)`."""
+    if not speaks() or _quiet[0]:
+        yield lambda n: None
+        return
+    if not sys.stdout.isatty():
+        print(f"{description} ...", flush=True)
+        yield lambda n: None
+        return
+    bar = Progress(
+        TextColumn(description),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        transient=True,
+    )
+    task = bar.add_task("", total=total)
+    with bar:
+        yield lambda n: bar.advance(task, n)
 
 
 def warn(text: str) -> None:

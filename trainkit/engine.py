@@ -28,7 +28,7 @@ from torch import Tensor, nn
 
 from trainkit.checkpoint import Checkpointer, capture_rng
 from trainkit.console import Reporter
-from trainkit.data.memory import DeviceBatches
+from trainkit.data.batching import Batches
 from trainkit.device import Precision
 from trainkit.distributed import World
 from trainkit.errors import RunFailed
@@ -47,8 +47,8 @@ class Parts:
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler | None
     scaler: torch.amp.GradScaler | None
-    train: DeviceBatches
-    val: DeviceBatches
+    train: Batches
+    val: Batches
     device: torch.device
     precision: Precision
     world: World = field(default_factory=World)
@@ -100,9 +100,7 @@ class Outcome:
     metrics: dict[str, float]
 
 
-def evaluate(
-    parts: Parts, batches: DeviceBatches, num_classes: int | None = None
-) -> dict[str, Any]:
+def evaluate(parts: Parts, batches: Batches, num_classes: int | None = None) -> dict[str, Any]:
     """Loss and accuracy over a whole split (and per-class accuracy with `num_classes`).
 
     In a multi-process run each rank scores its shard of the split and the sums are added.

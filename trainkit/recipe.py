@@ -20,8 +20,9 @@ from torch import nn
 
 from trainkit import checkpoint as ckpt
 from trainkit.config import Config, to_dict, to_yaml
-from trainkit.console import make_reporter, stderr
-from trainkit.data.memory import BatchTransform, DataInfo, DeviceBatches, InMemoryDataset, Split
+from trainkit.console import make_reporter, set_quiet, stderr
+from trainkit.data.batching import Batches, BatchOptions, BatchTransform, Dataset, augmentation
+from trainkit.data.memory import DataInfo
 from trainkit.device import (
     resolve_device,
     resolve_precision,
@@ -45,7 +46,7 @@ class Experiment:
     """A config turned into live components, ready to train or evaluate."""
 
     config: Config
-    data: InMemoryDataset
+    data: Dataset
     parts: Parts
     spec: InferenceSpec  # what the model takes and gives, stored in its checkpoints
 
@@ -114,21 +115,20 @@ def build(
         augment_seed,
         mean=mean,
         std=std,
-        augment=data.augment,
+        augment=augmentation(data),
         channels_last=channels_last,
     )
-    batch_size = config.data.batch_size
-    train_batches = DeviceBatches(
-        data.train.to(device),
-        batch_size,
+    options = BatchOptions(
+        device,
+        config.data.batch_size,
         transform,
-        train=True,
         seed=config.seed,
         drop_last=config.data.drop_last,
         rank=world.rank,
         world_size=world.size,
     )
-    val_batches = _eval_batches(data.val, config, world, device, transform)
+    train_batches = data.batches("train", options)
+    val_batches = _eval_batches(data, "val", config, world, device, transform)
     _probe(module, objective, val_batches, config, input_shape)
 
     trainable = [p for p in module.parameters() if p.requires_grad]
@@ -165,31 +165,32 @@ def build(
     return Experiment(config, data, parts, spec)
 
 
-def split_batches(experiment: Experiment, split: str) -> DeviceBatches:
-    """Evaluation batches of one split (train, val or test), moved to the run's device."""
+def split_batches(experiment: Experiment, split: str) -> Batches:
+    """Evaluation batches of the val or test split, on the run's device."""
     parts = experiment.parts
-    chosen = experiment.data.split(split)
     return _eval_batches(
-        chosen, experiment.config, parts.world, parts.device, parts.train.transform
+        experiment.data, split, experiment.config, parts.world, parts.device, parts.train.transform
     )
 
 
 def _eval_batches(
-    split: Split, config: Config, world: World, device: torch.device, transform: BatchTransform
-) -> DeviceBatches:
+    data: Dataset,
+    split: str,
+    config: Config,
+    world: World,
+    device: torch.device,
+    transform: BatchTransform,
+) -> Batches:
     """This rank's shard of `split`, on `device`, in batches of data.eval_batch_size."""
-    return DeviceBatches(
-        split.shard(world.rank, world.size).to(device),
-        config.data.eval_batch_size or config.data.batch_size,
-        transform,
-        train=False,
-    )
+    batch_size = config.data.eval_batch_size or config.data.batch_size
+    options = BatchOptions(device, batch_size, transform, rank=world.rank, world_size=world.size)
+    return data.batches(split, options)
 
 
 def _probe(
     module: nn.Module,
     objective: Objective,
-    batches: DeviceBatches,
+    batches: Batches,
     config: Config,
     shape: tuple[int, ...],
 ) -> None:
@@ -261,6 +262,7 @@ def run_experiment(
         f"({counted}) on {parts.device} ({parts.precision.name}), {len(parts.train)} batches "
         f"of {batch} per epoch, in {run_dir}"
     )
+    reporter.info(f"data: {config.data.name}, {experiment.data.describe()}")
     for note in notes or []:
         reporter.info(note)
     try:
@@ -319,6 +321,7 @@ def join_world(config: Config) -> World:
 
 def train(config: Config, run_dir: Path | None = None, quiet: bool = False) -> RunResult:
     """Train `config` from scratch into a new run directory."""
+    set_quiet(quiet)
     world = join_world(config)
     try:
         experiment = build(config, world)

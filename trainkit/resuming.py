@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from trainkit import checkpoint as ckpt
-from trainkit.console import warn
+from trainkit.console import set_quiet, warn
 from trainkit.engine import Parts, TrainState
 from trainkit.errors import UserError
 from trainkit.recipe import RunResult, build, join_world, run_experiment
@@ -46,6 +46,7 @@ def resume(path: Path, overrides: list[str] | None = None, quiet: bool = False) 
     continues from its last completed epoch, with the schedule re-planned for the new
     number of steps per epoch.
     """
+    set_quiet(quiet)
     found = _locate(path)
     config = config_of(found.payload, overrides or [], found.path)
     world = join_world(config)

@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from trainkit import checkpoint as ckpt
 from trainkit.config import Config, apply_overrides, validate
 from trainkit.console import warn
-from trainkit.data.memory import BatchTransform
+from trainkit.data.batching import BatchTransform
 from trainkit.device import Precision, resolve_device, resolve_precision, wants_channels_last
 from trainkit.errors import UserError
 from trainkit.finetune import build_model

@@ -79,16 +79,47 @@ def load_decoders() -> None:
 def read_image(
     path: Path | str, channels: int, size: tuple[int, int], resize: int | None
 ) -> Tensor:
-    """One image file as a uint8 tensor (channels, *size); UnreadableImage if it is not one."""
+    """One image file as a uint8 tensor (channels, *size); UnreadableImage if it is not one.
+
+    The result is laid out channels-last in memory (see `resized`).
+    """
     from torchvision.transforms.v2 import functional as F
 
-    image = _decode(Path(path), channels)
+    image = decode(Path(path), channels)
     if resize is None:
-        image = F.resize(image, list(size), antialias=True)
+        return resized(image, size)
+    height, width = image.shape[-2:]
+    # torchvision's rule for resizing the shorter side: the longer one is rounded down.
+    if height <= width:
+        shape = (resize, int(resize * width / height))
     else:
-        image = F.resize(image, [resize], antialias=True)
-        image = F.center_crop(image, list(size))
-    return image.contiguous()
+        shape = (int(resize * height / width), resize)
+    return F.center_crop(resized(image, shape), list(size))
+
+
+def resized(image: Tensor, size: tuple[int, int]) -> Tensor:
+    """A uint8 (C, H, W) image resized to `size`, bilinear with antialiasing.
+
+    These are the pixels of torchvision's `resize` (the same PyTorch kernel), computed
+    on a channels-last copy, where PyTorch has a fast uint8 path: 0.2 instead of 0.6 ms
+    for a 400x300 region to 224x224. The result keeps that layout; `stack` turns a list
+    of such images into one channels-last batch without another copy.
+    """
+    import torch
+
+    batch = image[None].contiguous(memory_format=torch.channels_last)
+    return torch.nn.functional.interpolate(
+        batch, size=size, mode="bilinear", antialias=True, align_corners=False
+    )[0]
+
+
+def stack(images: list[Tensor]) -> Tensor:
+    """Images (C, H, W) of one size as a batch laid out channels-last: one copy."""
+    import torch
+
+    if not images:
+        return torch.empty(0, dtype=torch.uint8)
+    return torch.stack([image.permute(1, 2, 0) for image in images]).permute(0, 3, 1, 2)
 
 
 @functools.cache
@@ -107,7 +138,8 @@ def _torchvision_decoder() -> Any:
     return decode_image
 
 
-def _decode(path: Path, channels: int) -> Tensor:
+def decode(path: Path, channels: int) -> Tensor:
+    """One image file at its own size as uint8 (channels, H, W), upright per its EXIF."""
     try:
         decode_image = _torchvision_decoder()
         if decode_image is not None and path.suffix.lower() in _TORCHVISION_DECODES:
@@ -160,13 +192,10 @@ class ImageFiles:
         One tensor per batch matters: a worker hands each tensor over as a shared-memory
         file descriptor, and one per image runs out of descriptors on a large folder.
         """
-        import torch
-
         images = [item for item in batch if not isinstance(item, str)]
         errors = [item for item in batch if isinstance(item, str)]
         good = [i for i, item in enumerate(batch) if not isinstance(item, str)]
-        stacked = torch.stack(images) if images else torch.empty(0, dtype=torch.uint8)
-        return stacked, good, errors
+        return stack(images), good, errors
 
 
 def find_images(folder: Path) -> list[Path]:

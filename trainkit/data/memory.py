@@ -1,33 +1,21 @@
 """In-memory datasets fed from tensors on the training device.
 
-Every built-in dataset fits in memory, so a dataset is three tensor splits. Batches are
-cut from them on the training device by a shuffled index: no DataLoader workers, no
-per-sample Python transform. Images stay uint8 until a batch is taken, then are cropped,
-flipped and normalized batch-wise on the device.
-
-Data order is a pure function of (seed, epoch), and augmentation draws from its own
-generator whose state goes into checkpoints, so a resumed run sees exactly the batches
-an uninterrupted one would.
-
-In a data-parallel run every rank draws the same order and takes its own share of each
-global batch (batch_size samples from each of the N ranks), so N processes step through
-the same global batches as one process with N times the batch size. Evaluation splits
-are cut into N contiguous shards instead, and their sums are added up over ranks.
+A dataset that fits in memory is three tensor splits. Batches are cut from them on the
+training device by a shuffled index: no DataLoader workers, no per-sample Python
+transform. Images stay uint8 until a batch is taken, then are cropped, flipped and
+normalized batch-wise on the device (see `data.batching` for the order and sharding).
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
+from trainkit.data.batching import BatchOptions, BatchPlan, BatchTransform, PadCrop
 from trainkit.errors import UserError
-
-CROP_PADDING = 4
 
 
 @dataclass(frozen=True)
@@ -73,7 +61,8 @@ class Split:
 
 @dataclass
 class InMemoryDataset:
-    """Train, validation and test splits, with how to turn a batch of inputs into floats."""
+    """Train, validation and test splits as tensors, with how to turn a batch of inputs
+    into floats. What a plugin's dataset builder returns."""
 
     train: Split
     val: Split
@@ -81,11 +70,24 @@ class InMemoryDataset:
     info: DataInfo
     mean: tuple[float, ...] | None = None  # per channel, on the 0..1 scale; None: features
     std: tuple[float, ...] | None = None
-    augment: bool = False  # random crop (4-pixel padding) and horizontal flip on train
+    augment: bool | PadCrop = False  # training batches: True is PadCrop() (crop and flip)
     resize: int | None = None  # images were resized to this shorter side, then centre-cropped
+    source: str = "in memory"  # how the first line of a run describes the data
 
     def split(self, name: str) -> Split:
         return {"train": self.train, "val": self.val, "test": self.test}[name]
+
+    def batches(self, split: str, options: BatchOptions) -> DeviceBatches:
+        """The split on the device: all of the training split (each batch takes this
+        rank's share), or this rank's shard of an evaluation split."""
+        chosen = self.split(split)
+        if split != "train":
+            chosen = chosen.shard(options.rank, options.world_size)
+        plan = options.plan(split, len(chosen))
+        return DeviceBatches(chosen.to(options.device), plan, options.transform)
+
+    def describe(self) -> str:
+        return self.source
 
 
 def hold_out(split: Split, fraction: float, seed: int) -> tuple[Split, Split]:
@@ -100,118 +102,27 @@ def hold_out(split: Split, fraction: float, seed: int) -> tuple[Split, Split]:
     return split.subset(order[n_val:].sort().values), split.subset(order[:n_val].sort().values)
 
 
-class BatchTransform:
-    """uint8 images to normalized floats, with optional crop and flip, batch-wise on device.
-
-    Without `mean` and `std` inputs are features and pass through as they are.
-    """
-
-    def __init__(
-        self,
-        device: torch.device,
-        seed: int = 0,
-        *,
-        mean: tuple[float, ...] | None = None,
-        std: tuple[float, ...] | None = None,
-        augment: bool = False,
-        channels_last: bool = False,
-    ) -> None:
-        self.augment = augment
-        self.channels_last = channels_last
-        self.generator = torch.Generator(device=device).manual_seed(seed)
-        self.scale: Tensor | None = None
-        self.shift: Tensor | None = None
-        if mean is not None and std is not None:
-            mean_ = torch.tensor(mean, device=device).view(1, -1, 1, 1)
-            std_ = torch.tensor(std, device=device).view(1, -1, 1, 1)
-            self.scale = 1.0 / (255.0 * std_)
-            self.shift = -mean_ / std_
-
-    def __call__(self, inputs: Tensor, train: bool) -> Tensor:
-        if train and self.augment:
-            inputs = self._crop_and_flip(inputs)
-        if self.scale is not None:
-            inputs = inputs.float().mul_(self.scale).add_(self.shift)
-        if self.channels_last and inputs.dim() == 4:
-            inputs = inputs.contiguous(memory_format=torch.channels_last)
-        return inputs
-
-    def _crop_and_flip(self, images: Tensor) -> Tensor:
-        n, c, h, w = images.shape
-        device = images.device
-        pad = CROP_PADDING
-        padded = F.pad(images, (pad, pad, pad, pad))
-        offsets = torch.randint(0, 2 * pad + 1, (2, n), generator=self.generator, device=device)
-        rows = (offsets[0, :, None] + torch.arange(h, device=device))[:, None, :, None]
-        cols = (offsets[1, :, None] + torch.arange(w, device=device))[:, None, None, :]
-        batch = torch.arange(n, device=device)[:, None, None, None]
-        channel = torch.arange(c, device=device)[None, :, None, None]
-        cropped = padded[batch, channel, rows, cols]
-        flip = torch.rand(n, generator=self.generator, device=device) < 0.5
-        return torch.where(flip[:, None, None, None], cropped.flip(3), cropped)
-
-    def state_dict(self) -> dict[str, Tensor]:
-        return {"generator": self.generator.get_state()}
-
-    def load_state_dict(self, state: dict[str, Tensor]) -> None:
-        self.generator.set_state(state["generator"])
-
-
 class DeviceBatches:
-    """Batches of one split, cut from tensors that already live on the training device.
+    """Batches of one split, cut from tensors that already live on the training device."""
 
-    For training, `rank` and `world_size` pick this process's share of every global
-    batch; an evaluation split is expected to be sharded already (`Split.shard`).
-    """
-
-    def __init__(
-        self,
-        split: Split,
-        batch_size: int,
-        transform: BatchTransform,
-        *,
-        train: bool,
-        seed: int = 0,
-        drop_last: bool = False,
-        rank: int = 0,
-        world_size: int = 1,
-    ) -> None:
+    def __init__(self, split: Split, plan: BatchPlan, transform: BatchTransform) -> None:
         self.split = split
-        self.batch_size = batch_size  # per process
+        self.plan = plan
         self.transform = transform
-        self.train = train
-        self.seed = seed
-        self.rank, self.world_size = rank, world_size
-        self.global_batch_size = batch_size * world_size
-        # Every rank takes an equal share of every global batch, so the samples that do
-        # not divide by the world size are left out of each (shuffled) epoch.
-        self.used = len(split) - len(split) % world_size
-        self.drop_last = drop_last and self.used >= self.global_batch_size
+        self.global_batch_size = plan.global_batch_size
 
     def __len__(self) -> int:
-        n, size = self.used, self.global_batch_size
-        return n // size if self.drop_last else math.ceil(n / size)
+        return len(self.plan)
 
     @property
     def num_samples(self) -> int:
         return len(self.split)
 
-    def order(self, epoch: int) -> Tensor:
-        """This epoch's sample order: a function of (seed, epoch) alone, so resumable."""
-        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-        return torch.randperm(len(self.split), generator=generator).to(self.split.targets.device)
-
     def epoch(self, epoch: int = 0, start: int = 0) -> Iterator[tuple[Tensor, Tensor]]:
-        """Batches of `epoch` (shuffled when training), skipping the first `start`."""
-        order = self.order(epoch)[: self.used] if self.train else None
-        size = self.global_batch_size
-        for b in range(start, len(self)):
-            if order is None:
-                inputs = self.split.inputs[b * size : (b + 1) * size]
-                targets = self.split.targets[b * size : (b + 1) * size]
-            else:
-                index = order[b * size : (b + 1) * size]
-                if self.world_size > 1:
-                    index = index.tensor_split(self.world_size)[self.rank]
-                inputs, targets = self.split.inputs[index], self.split.targets[index]
-            yield self.transform(inputs, self.train), targets
+        order = self.plan.order(epoch)
+        if order is not None:
+            order = order.to(self.split.targets.device)  # one copy an epoch, not one a batch
+        for b in range(start, len(self.plan)):
+            index = self.plan.positions(order, b)
+            inputs, targets = self.split.inputs[index], self.split.targets[index]
+            yield self.transform(inputs, self.plan.shuffle), targets

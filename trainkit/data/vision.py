@@ -22,7 +22,11 @@ class TorchvisionParams(DatasetParams):
 
 
 class MNISTParams(TorchvisionParams):
-    pass
+    augment: bool = Field(
+        False,
+        description="Shift training digits at random by up to 2 pixels each way (no flips): "
+        "the 'expanded training data' of Nielsen's book, drawn afresh every epoch.",
+    )
 
 
 class CIFAR10Params(TorchvisionParams):
@@ -52,6 +56,7 @@ def mnist(params: MNISTParams, seed: int) -> InMemoryDataset:
     """MNIST handwritten digits: 1x28x28, 10 classes; 60,000 train, 10,000 test."""
     from torchvision.datasets import MNIST
 
+    from trainkit.data.batching import PadCrop
     from trainkit.data.memory import DataInfo, InMemoryDataset, Split, hold_out
 
     train, test = (_open(MNIST, params, train) for train in (True, False))
@@ -64,6 +69,7 @@ def mnist(params: MNISTParams, seed: int) -> InMemoryDataset:
         info=DataInfo((1, 28, 28), 10, tuple(train.classes)),
         mean=MNIST_MEAN,
         std=MNIST_STD,
+        augment=PadCrop(padding=2, flip=False) if params.augment else False,
     )
 
 
