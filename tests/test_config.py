@@ -6,8 +6,9 @@ import pytest
 import yaml
 
 from tests.conftest import tiny_experiment
-from trainkit.config import apply_overrides, config_model, load_config, to_dict, validate
+from trainkit.config import config_model, to_dict, validate
 from trainkit.errors import UserError
+from trainkit.layers import load_config
 
 CONFIGS = sorted((Path(__file__).parents[1] / "configs").glob("*.yaml"))
 
@@ -79,35 +80,7 @@ def test_cross_field_rules() -> None:
     assert "nesterov" in message
 
 
-def test_overrides_are_dotted_and_yaml_typed() -> None:
-    raw = apply_overrides(
-        tiny_experiment(),
-        ["optimizer.lr=0.5", "trainer.epochs=7", "model.hidden=[8, 4]", "scheduler=null"],
-    )
-    config = validate(raw)
-    assert config.optimizer.lr == 0.5
-    assert config.trainer.epochs == 7
-    assert config.model.hidden == [8, 4]
-    assert config.scheduler is None
-    assert validate(apply_overrides(raw, ["scheduler.name=step"])).scheduler.name == "step"
-
-
-@pytest.mark.parametrize("override", ["optimizer.lr", "=3", "name.x=1"])
-def test_malformed_overrides_are_user_errors(override: str) -> None:
-    with pytest.raises(UserError, match="--set"):
-        apply_overrides(tiny_experiment(), [override])
-
-
-def test_yaml_syntax_error_has_a_position(tmp_path: Path) -> None:
-    path = tmp_path / "broken.yaml"
-    path.write_text("name: x\nmodel: {name: mlp\n")
-    with pytest.raises(UserError, match=r"not valid YAML at line \d+, column \d+"):
-        load_config(path)
-
-
-def test_missing_file_and_plugin_are_user_errors(tmp_path: Path) -> None:
-    with pytest.raises(UserError, match="config file not found"):
-        load_config(tmp_path / "nope.yaml")
+def test_a_missing_plugin_is_a_user_error() -> None:
     with pytest.raises(UserError, match="cannot import 'no_such_plugin_module'"):
         validate(tiny_experiment(plugins=["no_such_plugin_module"]))
 

@@ -127,6 +127,7 @@ def test_a_fine_tuned_run_stopped_mid_epoch_resumes_exactly(
 ) -> None:
     """init_from and freeze, stopped by SIGTERM at step 17 (not a log or checkpoint
     boundary), then resumed: the same weights, optimizer state and metrics.jsonl."""
+    from trainkit.layers import CommandLine
     from trainkit.resuming import resume
 
     def experiment(stop_at: int) -> dict:
@@ -143,7 +144,7 @@ def test_a_fine_tuned_run_stopped_mid_epoch_resumes_exactly(
     stopped = recipe.train(validate(experiment(20)), run_dir=tmp_path / "cut", quiet=True)
     assert stopped.status == "interrupted" and stopped.step == 17
     (tmp_path / "source" / "last.pt").unlink()  # resume never reads init_from again
-    resume(tmp_path / "cut", overrides=[f"loss.at_call={NEVER}"], quiet=True)
+    resume(tmp_path / "cut", CommandLine([f"loss.at_call={NEVER}"]), quiet=True)
     assert_same_run(tmp_path / "whole", tmp_path / "cut")
 
 

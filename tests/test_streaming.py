@@ -14,6 +14,7 @@ from trainkit import recipe
 from trainkit.config import validate
 from trainkit.data import image_folder
 from trainkit.data.streaming import ResizedCrop, crop_box, sample_generator
+from trainkit.layers import CommandLine
 from trainkit.resuming import resume
 
 
@@ -70,7 +71,7 @@ def test_a_stopped_streaming_run_resumes_exactly_with_any_number_of_workers(
     # epoch: call 10 is step 8, batch 2 of epoch 2, between two log points.
     stopped = recipe.train(validate(config(2, 10)), run_dir=tmp_path / "cut", quiet=True)
     assert stopped.status == "interrupted" and stopped.step == 8
-    resume(tmp_path / "cut", [f"loss.at_call={NEVER}", "data.workers=0"], quiet=True)
+    resume(tmp_path / "cut", CommandLine([f"loss.at_call={NEVER}", "data.workers=0"]), quiet=True)
     assert_same_run(tmp_path / "whole", tmp_path / "cut")
 
 

@@ -1,4 +1,4 @@
-"""The experiment file: its schema, loading, `--set` overrides and readable errors.
+"""The experiment schema, its validation, and errors a user can act on.
 
 The schema is assembled from the registries (a discriminated union on `name` per
 component section), so a plugin's model is validated, listed and documented exactly like
@@ -8,7 +8,6 @@ what was wrong and, for a misspelt key or component, the closest valid name.
 
 from __future__ import annotations
 
-import copy
 import functools
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
@@ -16,7 +15,7 @@ from typing import Annotated, Any, Literal, Union, get_args, get_origin
 import yaml
 from pydantic import BaseModel, Field, ValidationError, create_model, model_validator
 
-from trainkit.errors import UserError
+from trainkit.errors import UserError, shown
 from trainkit.registry import (
     DATASETS,
     LOSSES,
@@ -173,62 +172,18 @@ def _config_model(_registered: tuple[tuple[str, ...], ...]) -> type[Config]:
     )
 
 
-def read_yaml(path: Path) -> dict[str, Any]:
-    """The experiment file as a dict, or a UserError saying why it cannot be read."""
-    if not path.is_file():
-        raise UserError(f"config file not found: {path}. Pass the path of a YAML experiment file.")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        where = ""
-        mark = getattr(exc, "problem_mark", None)
-        if mark is not None:
-            where = f" at line {mark.line + 1}, column {mark.column + 1}"
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise UserError(f"{path} is not valid YAML{where}: {problem}.") from None
-    if not isinstance(raw, dict):
-        raise UserError(f"{path} must hold a mapping of sections (name, model, data, ...).")
-    return raw
-
-
-def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Apply `--set a.b=value` overrides (values parsed as YAML) to a copy of `raw`."""
-    result = copy.deepcopy(raw)
-    for item in overrides:
-        key, sep, text = item.partition("=")
-        if not sep or not key.strip():
-            raise UserError(
-                f"--set {item!r}: expected KEY=VALUE with a dotted key, "
-                "e.g. --set optimizer.lr=0.01 or --set trainer.epochs=5."
-            )
-        try:
-            value = yaml.safe_load(text)
-        except yaml.YAMLError:
-            value = text
-        *parents, leaf = key.strip().split(".")
-        node = result
-        for depth, part in enumerate(parents):
-            child = node.get(part)
-            if child is None:
-                child = node[part] = {}
-            if not isinstance(child, dict):
-                where = ".".join(parents[: depth + 1])
-                raise UserError(f"--set {key}: {where} is {child!r}, not a section with keys.")
-            node = child
-        node[leaf] = value
-    return result
-
-
 def validate(
     raw: dict[str, Any],
     source: str = "config",
     search: Path | None = None,
     origins: dict[str, str] | None = None,
+    command_line: dict[str, str] | None = None,
 ) -> Config:
     """Import the plugins `raw` names, then validate it against the registered components.
 
     `search` is the config file's folder; `origins` where a run's plugins were imported
-    from (see `registry.load_components`).
+    from (see `registry.load_components`); `command_line` maps the dotted keys that
+    `--set`/`--unset` changed to the option, so an error there says so.
     """
     plugins = raw.get("plugins") or []
     if not isinstance(plugins, list) or not all(isinstance(p, str) for p in plugins):
@@ -238,13 +193,7 @@ def validate(
     try:
         return model.model_validate(raw)
     except ValidationError as exc:
-        raise UserError(format_errors(exc, model, source)) from None
-
-
-def load_config(path: Path, overrides: list[str] | None = None) -> Config:
-    """Read, override and validate an experiment file."""
-    raw = apply_overrides(read_yaml(path), overrides or [])
-    return validate(raw, str(path), search=path.parent)
+        raise UserError(format_errors(exc, model, source, command_line or {})) from None
 
 
 def to_dict(config: Config) -> dict[str, Any]:
@@ -298,13 +247,35 @@ def _tag_of(model: type[BaseModel]) -> str | None:
     return None
 
 
-def format_errors(exc: ValidationError, root: type[BaseModel], source: str) -> str:
-    """One line per problem: the field path, what was wrong, and what would be right."""
+def format_errors(
+    exc: ValidationError, root: type[BaseModel], source: str, command_line: dict[str, str]
+) -> str:
+    """One line per problem: the field path, what was wrong, what would be right, and
+    the command-line option behind it when there was one."""
     lines = [f"{source} is not a valid experiment:"]
+    blamed = False
     for error in exc.errors(include_url=False):
-        lines.append("  " + _describe(error, root))
-    lines.append("Fix the file or override with --set KEY=VALUE; `trainkit ls` lists components.")
+        line, option = _describe(error, root), _option_behind(error, root, command_line)
+        blamed |= option is not None
+        lines.append(f"  {line.removesuffix('.')} (from {option})." if option else f"  {line}")
+    lines.append(
+        (
+            "Fix the --set/--unset options or the file"
+            if blamed
+            else "Fix the file or override with --set KEY=VALUE"
+        )
+        + "; `trainkit ls` lists components and their parameters."
+    )
     return "\n".join(lines)
+
+
+def _option_behind(error: Any, root: type[BaseModel], command_line: dict[str, str]) -> str | None:
+    """The --set/--unset that touched the key an error is about, if any."""
+    path = ".".join(_walk(root, tuple(error["loc"]))[0])
+    for key, option in command_line.items():
+        if path == key or path.startswith(key + ".") or key.startswith(path + "."):
+            return option
+    return None
 
 
 def _describe(error: Any, root: type[BaseModel]) -> str:
@@ -316,16 +287,18 @@ def _describe(error: Any, root: type[BaseModel]) -> str:
         parent, models = _walk(root, loc[:-1])
         key = str(loc[-1])
         allowed = sorted({name for m in models for name in m.model_fields} - {"name"})
-        return (
-            f"{'.'.join(parent) or '(top level)'}: unknown key {key!r}{suggest(key, allowed)} "
-            f"Allowed here: {', '.join(allowed)}."
-        )
+        where = ".".join(parent) or "(top level)"
+        if not allowed:
+            names = " or ".join(sorted({str(_tag_of(m)) for m in models if _tag_of(m)}))
+            return f"{where}: unknown key {key!r}; {names or 'this section'} takes no parameters."
+        listed = ", ".join(allowed)
+        return f"{where}: unknown key {key!r}{suggest(key, allowed)} Allowed here: {listed}."
     if kind in ("union_tag_invalid", "union_tag_not_found"):
         registry = next(r for r in REGISTRIES.values() if r.section == path[0])
         choices = ", ".join(registry.names())
         if kind == "union_tag_not_found":
             return f"{field}.name: missing; it selects the {registry.kind}, one of: {choices}."
-        tag = str(error["ctx"]["tag"])
+        tag = shown(str(error["ctx"]["tag"]))
         return (
             f"{field}.name: there is no {registry.kind} called {tag!r}"
             f"{suggest(tag, registry.names())} Choose one of: {choices}."
@@ -333,6 +306,6 @@ def _describe(error: Any, root: type[BaseModel]) -> str:
     if kind == "missing":
         return f"{field}: required but missing."
     got = error.get("input")
-    shown = "" if isinstance(got, dict) else f" (got {got!r})"
+    echoed = "" if isinstance(got, dict) else f" (got {shown(repr(got))})"
     message = error["msg"].removeprefix("Value error, ")  # our validators' own sentences
-    return f"{field}: {message}{shown}."
+    return f"{field}: {message}{echoed}."

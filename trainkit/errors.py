@@ -18,3 +18,13 @@ class RunFailed(Exception):
     """A started run had to stop; its earlier checkpoints are kept."""
 
     exit_code = 1
+
+
+SHOWN = 200  # characters of the user's input that an error message repeats at most
+
+
+def shown(value: object) -> str:
+    """User input as an error message repeats it: a YAML file that expands to megabytes
+    must not become a megabyte-long message."""
+    text = value if isinstance(value, str) else repr(value)
+    return text if len(text) <= SHOWN else f"{text[:SHOWN]}... ({len(text):,} characters)"

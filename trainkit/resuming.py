@@ -17,10 +17,13 @@ from pathlib import Path
 from typing import Any
 
 from trainkit import checkpoint as ckpt
+from trainkit.config import to_yaml
 from trainkit.console import set_quiet, warn
 from trainkit.engine import Parts, TrainState
 from trainkit.errors import UserError
+from trainkit.layers import CommandLine
 from trainkit.recipe import RunResult, build, join_world, run_experiment
+from trainkit.runs import write_config
 from trainkit.spec import InferenceSpec
 from trainkit.trained import config_of, load_weights
 
@@ -39,7 +42,7 @@ def _locate(path: Path) -> ckpt.Found:
     return ckpt.Found(path, ckpt.load(path), [])
 
 
-def resume(path: Path, overrides: list[str] | None = None, quiet: bool = False) -> RunResult:
+def resume(path: Path, command_line: CommandLine | None = None, quiet: bool = False) -> RunResult:
     """Continue the run in `path` (a run directory or a checkpoint file) where it stopped.
 
     With the world size it was trained with, a run continues exactly. With another, it
@@ -48,7 +51,7 @@ def resume(path: Path, overrides: list[str] | None = None, quiet: bool = False) 
     """
     set_quiet(quiet)
     found = _locate(path)
-    config = config_of(found.payload, overrides or [], found.path)
+    config = config_of(found.payload, command_line, found.path)
     world = join_world(config)
     try:
         stored_world = found.payload.get("world_size", 1)
@@ -90,6 +93,8 @@ def resume(path: Path, overrides: list[str] | None = None, quiet: bool = False) 
             if parts.scheduler is not None and payload["scheduler"] is not None:
                 parts.scheduler.load_state_dict(payload["scheduler"])
         ckpt.restore_rng(payload["rng"])
+        if world.is_main and command_line and (command_line.sets or command_line.unsets):
+            write_config(found.path.parent, to_yaml(config))  # the run's config is this one now
         return run_experiment(experiment, found.path.parent, state, quiet, resumed=True)
     finally:
         world.close()

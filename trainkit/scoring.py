@@ -15,6 +15,7 @@ from torch import nn
 
 from trainkit import checkpoint as ckpt
 from trainkit.engine import evaluate
+from trainkit.layers import CommandLine
 from trainkit.recipe import build, split_batches
 from trainkit.spec import InferenceSpec
 from trainkit.trained import checkpoint_file, config_of, load_weights
@@ -30,12 +31,12 @@ def readable_parameters(module: nn.Module) -> dict[str, Any] | None:
 
 
 def evaluate_checkpoint(
-    path: Path, split: str = "test", overrides: list[str] | None = None
+    path: Path, split: str = "test", command_line: CommandLine | None = None
 ) -> dict[str, Any]:
     """Loss and accuracy (overall and per class) of a checkpoint on one split."""
     path = checkpoint_file(path)
     payload = ckpt.load(path)
-    config = config_of(payload, overrides or [], path)
+    config = config_of(payload, command_line, path)
     stored = payload.get("inputs")
     experiment = build(config, stored=InferenceSpec.from_dict(stored) if stored else None)
     parts = experiment.parts

@@ -17,12 +17,13 @@ import torch
 from torch import Tensor, nn
 
 from trainkit import checkpoint as ckpt
-from trainkit.config import Config, apply_overrides, validate
+from trainkit.config import Config
 from trainkit.console import warn
 from trainkit.data.batching import BatchTransform
 from trainkit.device import Precision, resolve_device, resolve_precision, wants_channels_last
 from trainkit.errors import UserError
 from trainkit.finetune import build_model
+from trainkit.layers import CommandLine, resolve
 from trainkit.losses import Objective
 from trainkit.registry import LOSSES
 from trainkit.spec import InferenceSpec
@@ -40,11 +41,15 @@ def checkpoint_file(path: Path) -> Path:
     return path
 
 
-def config_of(payload: dict[str, Any], overrides: list[str], source: Path) -> Config:
-    """The config stored in a checkpoint, with `--set` overrides, its plugins imported from
-    the folders the run imported them from."""
-    raw = apply_overrides(payload["config"], overrides)
-    return validate(raw, f"the config stored in {source}", origins=payload.get("plugins"))
+def config_of(payload: dict[str, Any], command_line: CommandLine | None, source: Path) -> Config:
+    """The config stored in a checkpoint, with --set/--unset applied, its plugins imported
+    from the folders the run imported them from."""
+    return resolve(
+        payload["config"],
+        command_line or CommandLine(),
+        f"the config stored in {source}",
+        origins=payload.get("plugins"),
+    )
 
 
 def load_weights(module: nn.Module, payload: dict[str, Any], source: Path) -> None:
@@ -97,7 +102,7 @@ class Trained:
 def load_trained(
     path: Path,
     device: str = "auto",
-    overrides: list[str] | None = None,
+    command_line: CommandLine | None = None,
     precision: str | None = None,
 ) -> Trained:
     """The model in `path` (a checkpoint, or a run directory's best.pt) on `device`.
@@ -107,7 +112,7 @@ def load_trained(
     """
     path = checkpoint_file(path)
     payload = ckpt.load(path)
-    config = config_of(payload, overrides or [], path)
+    config = config_of(payload, command_line, path)
     spec = spec_of_checkpoint(payload, config, path)
     chosen = resolve_device(device)
     module = build_model(config.model, spec.input_shape, spec.num_outputs, from_checkpoint=True)

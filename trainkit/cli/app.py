@@ -22,6 +22,8 @@ from trainkit.errors import RunFailed, UserError
 if TYPE_CHECKING:
     from rich.console import Console
 
+    from trainkit.layers import CommandLine
+
 app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
@@ -45,9 +47,34 @@ Overrides = Annotated[
         "--set",
         metavar="KEY=VALUE",
         help="Override a config value (dotted key, YAML value), e.g. --set optimizer.lr=0.01. "
-        "Repeatable.",
+        "Repeatable; applied after --unset.",
     ),
 ]
+Unsets = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--unset",
+        metavar="KEY",
+        help="Remove a key from the config, so it takes its default, e.g. --unset "
+        "loss.label_smoothing. Repeatable.",
+    ),
+]
+
+
+def command_line(sets: list[str] | None, unsets: list[str] | None) -> CommandLine:
+    from trainkit.layers import CommandLine
+
+    return CommandLine(list(sets or []), list(unsets or []))
+
+
+def as_arguments(sets: list[str] | None, unsets: list[str] | None) -> list[str]:
+    """The --set and --unset options again, for a command relaunched under torchrun."""
+    return [
+        *(arg for key in unsets or [] for arg in ("--unset", key)),
+        *(arg for item in sets or [] for arg in ("--set", item)),
+    ]
+
+
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="Print only warnings and errors.")]
 Nproc = Annotated[
     int,

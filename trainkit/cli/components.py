@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, Union, get_args, get_
 
 import typer
 
-from trainkit.cli.app import Overrides, Plugins, command, stdout
+from trainkit.cli.app import Overrides, Plugins, Unsets, command, command_line, stdout
 
 if TYPE_CHECKING:
     from rich.text import Text
@@ -30,11 +30,13 @@ class Kind(str, Enum):
 def validate(
     config: Annotated[Path, typer.Argument(help="The YAML experiment file.")],
     overrides: Overrides = None,
+    unsets: Unsets = None,
 ) -> None:
-    """Check an experiment file and print it with every default filled in."""
-    from trainkit.config import load_config, to_yaml
+    """Check an experiment file (with its bases) and print it with every default filled in."""
+    from trainkit.config import to_yaml
+    from trainkit.layers import load_config
 
-    typer.echo(to_yaml(load_config(config, overrides)), nl=False)
+    typer.echo(to_yaml(load_config(config, command_line(overrides, unsets))), nl=False)
 
 
 def _type_name(annotation: Any) -> str:

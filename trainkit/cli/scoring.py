@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from trainkit.cli.app import Overrides, command, stdout
+from trainkit.cli.app import Overrides, Unsets, command, command_line, stdout
 
 
 class SplitName(str, Enum):
@@ -25,6 +25,7 @@ def eval_(
     split: Annotated[SplitName, typer.Option(help="Which split to score.")] = SplitName.test,
     out: Annotated[Path | None, typer.Option(help="Also write the results as JSON here.")] = None,
     overrides: Overrides = None,
+    unsets: Unsets = None,
 ) -> None:
     """Score a checkpoint on the test (or validation) split."""
     from rich.table import Table
@@ -34,7 +35,7 @@ def eval_(
 
     if out is not None:
         check_writable(out, "--out")
-    result = evaluate_checkpoint(ckpt, split.value, overrides)
+    result = evaluate_checkpoint(ckpt, split.value, command_line(overrides, unsets))
     console = stdout()
     console.print(f"{result['checkpoint']} (epoch {result['epoch']}, step {result['step']})")
     summary = Table(title=f"{split.value} split")

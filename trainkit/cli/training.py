@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
-from trainkit.cli.app import Nproc, Overrides, Quiet, command
+from trainkit.cli.app import Nproc, Overrides, Quiet, Unsets, as_arguments, command, command_line
 from trainkit.errors import RunFailed, UserError
 
 
@@ -34,6 +34,7 @@ def _finish(result: Any) -> None:
 def train(
     config: Annotated[Path, typer.Argument(help="The YAML experiment file.")],
     overrides: Overrides = None,
+    unsets: Unsets = None,
     run_dir: Annotated[
         Path | None,
         typer.Option(
@@ -44,12 +45,14 @@ def train(
     nproc: Nproc = 1,
 ) -> None:
     """Train a model as the experiment file describes."""
-    from trainkit.config import load_config
+    from trainkit.layers import load_config
 
-    loaded = load_config(config, overrides)  # a bad config stops here, before any worker
+    # A bad config stops here, before any worker starts.
+    loaded = load_config(config, command_line(overrides, unsets))
     if nproc > 1:
         extra = ["--run-dir", str(run_dir)] if run_dir else []
-        _launch(nproc, ["train", str(config), *_set_args(overrides), *extra, *["-q"] * quiet])
+        options = as_arguments(overrides, unsets)
+        _launch(nproc, ["train", str(config), *options, *extra, *["-q"] * quiet])
         return
     from trainkit import recipe
 
@@ -60,20 +63,18 @@ def train(
 def resume(
     path: Annotated[Path, typer.Argument(help="A run directory, or one checkpoint file in it.")],
     overrides: Overrides = None,
+    unsets: Unsets = None,
     quiet: Quiet = False,
     nproc: Nproc = 1,
 ) -> None:
     """Continue an interrupted run exactly where it stopped (--set trainer.epochs=N to extend)."""
     if nproc > 1:
-        _launch(nproc, ["resume", str(path), *_set_args(overrides), *["-q"] * quiet])
+        options = as_arguments(overrides, unsets)
+        _launch(nproc, ["resume", str(path), *options, *["-q"] * quiet])
         return
     from trainkit.resuming import resume as resume_run
 
-    _finish(resume_run(path, overrides, quiet))
-
-
-def _set_args(overrides: list[str] | None) -> list[str]:
-    return [arg for override in overrides or [] for arg in ("--set", override)]
+    _finish(resume_run(path, command_line(overrides, unsets), quiet))
 
 
 def _launch(nproc: int, command: list[str]) -> None:
