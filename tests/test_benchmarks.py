@@ -106,3 +106,30 @@ def test_the_streaming_benchmark_compares_like_with_like(tmp_path: Path) -> None
     assert peak > 150  # the grandchild's 200 MB counted
     with pytest.raises(SystemExit, match="failed"):
         bench["peak_pss_mib"]([sys.executable, "-c", "raise SystemExit(3)"], tmp_path)
+
+
+def test_cifar_folder_writes_an_image_folder_trainkit_reads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+
+    import torchvision.datasets.cifar as cifar
+
+    from tests.disk_datasets import write_cifar10
+    from trainkit.registry import DATASETS
+
+    monkeypatch.setattr(cifar, "check_integrity", lambda path, md5=None: os.path.isfile(path))
+    write_cifar10(tmp_path / "raw", per_batch=12, n_test=60)  # every class in both splits
+    out = tmp_path / "folder"
+    monkeypatch.setattr(sys, "argv", ["cifar_folder.py", str(tmp_path / "raw"), str(out)])
+    runpy.run_path(str(BENCHMARKS / "cifar_folder.py"), run_name="__main__")
+    assert len(list((out / "train").rglob("*.jpg"))) == 60
+    assert len(list((out / "test").rglob("*.jpg"))) == 60
+    config = validate(
+        tiny_experiment(data={"name": "image_folder", "root": str(out), "workers": 0})
+    )
+    from tests.disk_datasets import CIFAR_CLASSES
+
+    data = DATASETS.build(config.data, 0)
+    assert list(data.info.class_names) == sorted(CIFAR_CLASSES)
+    assert len(data.train) + len(data.val) == 60 and len(data.test) == 60

@@ -65,9 +65,9 @@ def test_signal_mid_epoch_then_resume_is_bit_identical(
     process = start_training(write_config(EXPERIMENT), run)
     wait_for(process, lambda line: line.startswith("epoch 2/3  batch"))
     process.send_signal(sig)
-    _, err = process.communicate(timeout=60)
+    out, err = process.communicate(timeout=60)
     assert process.returncode == code, err
-    assert f"trainkit resume {run}" in err
+    assert f"trainkit resume {run}" in out
     stopped = load(run / "last.pt")["state"]
     assert stopped["epoch"] < 3  # it did stop early
 

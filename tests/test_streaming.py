@@ -189,7 +189,7 @@ def test_the_cli_stops_and_resumes_a_streamed_run_exactly(
     assert whole.returncode == 0, whole.stderr
     stopped = trainkit("train", config(10), "--run-dir", tmp_path / "cut")
     assert stopped.returncode == 143, stopped.stderr
-    assert "stopped by SIGTERM at epoch 2, step 8" in stopped.stderr
+    assert "stopped by SIGTERM at epoch 2, step 8" in stopped.stdout
     resumed = trainkit(
         "resume", tmp_path / "cut", "--set", f"loss.at_call={NEVER}", "--set", "data.workers=0"
     )

@@ -1,7 +1,10 @@
 """What a run prints: a live progress bar on a terminal, periodic plain lines in logs.
 
 The engine reports events (epoch start, a batch done, a logged step, epoch end); a
-reporter decides how they look. Warnings and errors always go to stderr, --quiet or not.
+reporter decides how they look. Everything a run reports goes to stdout, so `trainkit
+train x > log` keeps it all, down to the final scores; warnings and errors go to
+stderr, --quiet or not. A stdout that closes early (`trainkit train x | head`) ends the
+printing, never the training.
 """
 
 from __future__ import annotations
@@ -17,10 +20,12 @@ from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
+    ProgressColumn,
+    Task,
     TextColumn,
-    TimeElapsedColumn,
     TimeRemainingColumn,
 )
+from rich.text import Text
 
 stderr = Console(stderr=True, soft_wrap=True)
 _quiet = [False]  # --quiet, for what is printed before a run's reporter exists
@@ -35,10 +40,27 @@ def set_quiet(quiet: bool) -> None:
     _quiet[0] = quiet
 
 
+def say(text: str) -> None:
+    """A line on stdout; once stdout is closed, nothing more is printed."""
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        _discard_stdout()
+
+
+def _discard_stdout() -> None:
+    """Point stdout at /dev/null, so later prints (and the flush at exit) go nowhere."""
+    devnull = open(os.devnull, "w")  # noqa: SIM115 (it lives as long as the process)
+    try:
+        os.dup2(devnull.fileno(), sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):
+        sys.stdout = devnull
+
+
 def note(text: str) -> None:
     """A line about what start-up is doing (scanning, decoding), unless --quiet."""
     if speaks() and not _quiet[0]:
-        print(text, flush=True)
+        say(text)
 
 
 @contextlib.contextmanager
@@ -49,7 +71,7 @@ def progress(description: str, total: int) -> Iterator[Callable[[int], None]]:
         yield lambda n: None
         return
     if not sys.stdout.isatty():
-        print(f"{description} ...", flush=True)
+        say(f"{description} ...")
         yield lambda n: None
         return
     bar = Progress(
@@ -122,7 +144,7 @@ class PlainReporter(QuietReporter):
         self.batches = 0
 
     def info(self, text: str) -> None:
-        print(text, flush=True)
+        say(text)
 
     def start_epoch(self, epoch: int, epochs: int, batches: int, done: int) -> None:
         self.epoch_label = f"epoch {epoch + 1}/{epochs}"
@@ -130,27 +152,70 @@ class PlainReporter(QuietReporter):
 
     def log_step(self, step: int, batch: int, metrics: dict[str, float]) -> None:
         line = f"{self.epoch_label}  batch {batch}/{self.batches}  step {step}  "
-        print(line + format_metrics(metrics), flush=True)
+        say(line + format_metrics(metrics))
 
     def end_epoch(self, epoch: int, epochs: int, metrics: dict[str, float]) -> None:
-        print(f"epoch {epoch + 1}/{epochs} done  {format_metrics(metrics)}", flush=True)
+        say(f"epoch {epoch + 1}/{epochs} done  {format_metrics(metrics)}")
+
+
+def clock(seconds: float) -> str:
+    """4:05, or 1:02:03 from an hour up."""
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+class _TimeLeft(ProgressColumn):
+    """Time left in the epoch and in the whole run, at the epoch's current speed."""
+
+    def render(self, task: Task) -> Text:
+        speed = task.speed
+        if not speed or task.remaining is None:
+            return Text("eta -", style="progress.remaining")
+        epoch = task.remaining / speed
+        run = (task.remaining + task.fields["later"]) / speed
+        return Text(f"eta {clock(epoch)}, run {clock(run)}", style="progress.remaining")
+
+
+def epoch_line(epoch: int, epochs: int, metrics: dict[str, float], width: int) -> str:
+    """An epoch's summary for a terminal: the most telling figures that fit `width`."""
+
+    def scores(split: str) -> str:
+        found = [
+            f"{short} {metrics[f'{split}/{name}']:.4f}"
+            for name, short in (("loss", "loss"), ("accuracy", "acc"))
+            if f"{split}/{name}" in metrics
+        ]
+        return f"{split} {' '.join(found)}" if found else ""
+
+    parts = [f"epoch {epoch + 1}/{epochs}", scores("train"), scores("val")]
+    if "lr" in metrics:
+        parts.append(f"lr {metrics['lr']:.3g}")
+    if "epoch_time" in metrics:
+        parts.append(f"{metrics['epoch_time']:.1f}s")
+    if "samples_per_sec" in metrics:
+        parts.append(f"{metrics['samples_per_sec']:,.0f}/s")
+    parts = [part for part in parts if part]
+    while len(parts) > 2 and len("  ".join(parts)) > width:
+        parts.pop()
+    return "  ".join(parts)
 
 
 class RichReporter(QuietReporter):
-    """A terminal: one live bar per epoch with loss, throughput and time left."""
+    """A terminal: one live bar per epoch with the loss, throughput and the time left in
+    the epoch and the run, kept within the terminal's width."""
 
     def __init__(self, console: Console | None = None) -> None:
         self.console = console or Console()
         self.progress = Progress(
             TextColumn("[bold]{task.description}"),
-            BarColumn(),
+            BarColumn(bar_width=None),
             MofNCompleteColumn(),
             TextColumn("{task.fields[status]}"),
-            TimeElapsedColumn(),
-            TextColumn("eta"),
-            TimeRemainingColumn(),
+            _TimeLeft(),
             console=self.console,
             transient=True,
+            expand=True,
         )
         self.task: int | None = None
 
@@ -159,24 +224,26 @@ class RichReporter(QuietReporter):
 
     def start_epoch(self, epoch: int, epochs: int, batches: int, done: int) -> None:
         self.progress.start()
+        later = batches * (epochs - epoch - 1)  # batches of the epochs after this one
         self.task = self.progress.add_task(
-            f"epoch {epoch + 1}/{epochs}", total=batches, completed=done, status=""
+            f"epoch {epoch + 1}/{epochs}", total=batches, completed=done, status="", later=later
         )
 
     def advance(self) -> None:
         self.progress.advance(self.task)  # type: ignore[arg-type]
 
     def log_step(self, step: int, batch: int, metrics: dict[str, float]) -> None:
-        self.progress.update(self.task, status=format_metrics(metrics))  # type: ignore[arg-type]
+        status = f"loss {metrics['train/loss']:.4f}" if "train/loss" in metrics else ""
+        if "samples_per_sec" in metrics:
+            status += f" {metrics['samples_per_sec']:,.0f}/s"
+        self.progress.update(self.task, status=status)  # type: ignore[arg-type]
 
     def end_epoch(self, epoch: int, epochs: int, metrics: dict[str, float]) -> None:
         if self.task is not None:
             self.progress.remove_task(self.task)
             self.task = None
         self.progress.stop()
-        self.console.print(
-            f"epoch {epoch + 1}/{epochs}  {format_metrics(metrics)}", highlight=False
-        )
+        self.console.print(epoch_line(epoch, epochs, metrics, self.console.width), highlight=False)
 
     def close(self) -> None:
         self.progress.stop()

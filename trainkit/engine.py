@@ -292,7 +292,7 @@ def fit(
                 }
                 check_finite(interval)
                 if metrics_log:
-                    metrics_log.log(state.step, epoch + 1, interval)
+                    metrics_log.log(state.step, epoch + 1, interval, "interval")
                 reporter.log_step(state.step, state.batch, interval)
                 logged_loss, logged_seen, last_log_time = loss_sum, seen, now
                 timed_seen, state.logged = seen, (loss_sum, seen)
@@ -328,7 +328,7 @@ def fit(
         metrics = epoch_metrics
         state.epoch, state.batch = epoch + 1, 0
         if metrics_log:
-            metrics_log.log(state.step, epoch + 1, epoch_metrics)
+            metrics_log.log(state.step, epoch + 1, epoch_metrics, "epoch")
         reporter.end_epoch(epoch, settings.epochs, epoch_metrics)
         save(totals, finished_epoch=epoch + 1, best=improved)
         if settings.patience is not None and state.stale_evals >= settings.patience:

@@ -20,7 +20,7 @@ from torch import nn
 
 from trainkit import checkpoint as ckpt
 from trainkit.config import Config, to_dict, to_yaml
-from trainkit.console import make_reporter, set_quiet, stderr
+from trainkit.console import make_reporter, set_quiet
 from trainkit.data.batching import Batches, BatchOptions, BatchTransform, Dataset, augmentation
 from trainkit.data.memory import DataInfo
 from trainkit.device import (
@@ -35,7 +35,7 @@ from trainkit.errors import UserError
 from trainkit.finetune import build_model, count_parameters, load_initial_weights
 from trainkit.losses import Objective
 from trainkit.registry import DATASETS, LOSSES, OPTIMIZERS, SCHEDULERS, plugin_origins
-from trainkit.runs import create_run_dir, write_config
+from trainkit.runs import Status, create_run_dir, mark_ended, mark_started, write_config
 from trainkit.signals import stop_on_signals
 from trainkit.spec import InferenceSpec, model_spec
 from trainkit.tracking import MetricsLog
@@ -252,19 +252,25 @@ def run_experiment(
         metrics_log = MetricsLog(
             run_dir, config.logging.tensorboard, resume_step=state.step if resumed else None
         )
-    batch = f"{config.data.batch_size}"
+    batch = f"{parts.train.global_batch_size} samples"
     if world.distributed:
-        batch += f" x {world.size} processes = {parts.train.global_batch_size}"
+        batch += f" ({config.data.batch_size} per process x {world.size} processes)"
     trainable, total = count_parameters(parts.module)
     counted = f"{total:,} parameters" + (f", {trainable:,} trainable" if trainable != total else "")
     reporter.info(
-        f"{'resuming' if resumed else 'training'} {config.name}: model {config.model.label()} "
-        f"({counted}) on {parts.device} ({parts.precision.name}), {len(parts.train)} batches "
-        f"of {batch} per epoch, in {run_dir}"
+        f"{'resuming' if resumed else 'training'} {config.name} in {run_dir}: model "
+        f"{config.model.label()} ({counted}) on {parts.device} ({parts.precision.name})"
     )
-    reporter.info(f"data: {config.data.name}, {experiment.data.describe()}")
+    reporter.info(
+        f"data: {config.data.name}, {experiment.data.describe()}; "
+        f"{len(parts.train)} batches of {batch} per epoch"
+    )
     for note in notes or []:
         reporter.info(note)
+    if world.is_main:
+        mark_started(run_dir)
+    ended: Status = "failed"
+    detail = None
     try:
         with stop_on_signals() as received:
             outcome: Outcome = fit(
@@ -282,7 +288,7 @@ def run_experiment(
                 scores = evaluate(parts, split_batches(experiment, "test"))
                 test = {f"test/{k}": v for k, v in scores.items() if k != "samples"}
                 if metrics_log:
-                    metrics_log.log(outcome.state.step, outcome.state.epoch, test)
+                    metrics_log.log(outcome.state.step, outcome.state.epoch, test, "test")
                 outcome.metrics.update(test)
             final = {
                 k: v
@@ -291,27 +297,33 @@ def run_experiment(
             }
             if metrics_log:
                 metrics_log.hparams(to_dict(config), final)
+        ended = outcome.status
+        result = RunResult(
+            outcome.status, run_dir, outcome.state.epoch, outcome.state.step, outcome.metrics
+        )
+        if outcome.status == "interrupted":
+            result.signal = stop_signal or signal.SIGTERM  # a rank told by another's vote
+            reporter.info(
+                f"stopped by {signal.Signals(result.signal).name} at epoch "
+                f"{outcome.state.epoch + 1}, step {outcome.state.step}; wrote "
+                f"{run_dir / ckpt.LAST}. Continue with: trainkit resume {run_dir}"
+                + (f" --nproc {world.size}" if world.distributed else "")
+            )
+        elif outcome.status == "early_stopped":
+            reporter.info(f"early stop: {config.checkpoint.monitor} stopped improving")
+        return result
+    except KeyboardInterrupt:  # a second Ctrl-C: stopped at once, checkpoints intact
+        ended = "interrupted"
+        raise
+    except BaseException as exc:
+        detail = f"{type(exc).__name__}: {exc}"[:500]
+        raise
     finally:
         reporter.close()
         if metrics_log:
             metrics_log.close()
-    result = RunResult(
-        outcome.status, run_dir, outcome.state.epoch, outcome.state.step, outcome.metrics
-    )
-    if outcome.status == "interrupted":
-        result.signal = stop_signal or signal.SIGTERM  # a rank told by another rank's vote
         if world.is_main:
-            stderr.print(
-                f"stopped by {signal.Signals(result.signal).name} at epoch "
-                f"{outcome.state.epoch + 1}, step {outcome.state.step}; "
-                f"wrote {run_dir / ckpt.LAST}. "
-                f"Continue with: trainkit resume {run_dir}"
-                + (f" --nproc {world.size}" if world.distributed else ""),
-                highlight=False,
-            )
-    elif outcome.status == "early_stopped":
-        reporter.info(f"early stop: {config.checkpoint.monitor} stopped improving")
-    return result
+            mark_ended(run_dir, ended, detail)
 
 
 def join_world(config: Config) -> World:

@@ -1,5 +1,14 @@
 """A run's metric history: `metrics.jsonl` and TensorBoard, holding the same scalars.
 
+Each record has a scope: `interval` (the training loss, learning rate and throughput
+of the last `log_every_steps` steps), `epoch` (an epoch's means, its validation
+figures and timing) or `test` (the final weights on the test split). metrics.jsonl
+keeps the names the config speaks of (`train/loss`, `val/accuracy`); TensorBoard gets
+tags arranged for its dashboard, which sorts groups by name: `accuracy/` and `loss/`
+(train, val and test side by side) come first, then `lr`, then `timing/`. The interval
+training loss has a tag of its own (`loss/train_steps`), so epoch means never draw
+spikes into it. The run's settings go to the HParams tab only.
+
 On resume, records newer than the checkpoint are dropped from both (TensorBoard through
 its own purge_step), so the history reads as if the run had never been interrupted.
 """
@@ -9,12 +18,25 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from trainkit.files import atomic_write_bytes
 
 METRICS_FILE = "metrics.jsonl"
 TB_DIR = "tb"
+Scope = Literal["interval", "epoch", "test"]
+TIMING = ("epoch_time", "samples_per_sec")
+
+
+def tensorboard_tag(key: str, scope: Scope) -> str:
+    """`val/accuracy` -> `accuracy/val`; an interval's `train/loss` -> `loss/train_steps`;
+    `lr` stays; timing goes under `timing/`."""
+    if "/" in key:
+        split, quantity = key.split("/", 1)
+        return f"{quantity}/{split}_steps" if scope == "interval" else f"{quantity}/{split}"
+    if key == "samples_per_sec" and scope == "epoch":
+        return "timing/epoch_samples_per_sec"  # an epoch's mean, beside the intervals'
+    return f"timing/{key}" if key in TIMING else key
 
 
 class MetricsLog:
@@ -38,28 +60,57 @@ class MetricsLog:
         ]
         atomic_write_bytes(self.path, "".join(kept).encode())
 
-    def log(self, step: int, epoch: int, scalars: dict[str, float]) -> None:
-        record = {"step": step, "epoch": epoch, **scalars}
+    def log(self, step: int, epoch: int, scalars: dict[str, float], scope: Scope) -> None:
+        record = {"step": step, "epoch": epoch, "scope": scope, **scalars}
         self.file.write(json.dumps(record) + "\n")
         self.file.flush()
         if self.writer is not None:
-            for tag, value in scalars.items():
-                self.writer.add_scalar(tag, value, step)
+            for key, value in scalars.items():
+                self.writer.add_scalar(tensorboard_tag(key, scope), value, step)
 
-    def hparams(self, config: dict[str, Any], metrics: dict[str, float]) -> None:
-        """The run's settings (the resolved config, flattened to dotted keys) beside its
-        final metrics, for TensorBoard's HPARAMS tab."""
+    def hparams(self, config: dict[str, Any], final: dict[str, float]) -> None:
+        """The run's settings (the resolved config, flattened to dotted keys) for the
+        HParams tab, which shows them beside the final value of each tag in `final`."""
         if self.writer is None:
             return
-        usable = {k: v for k, v in metrics.items() if math.isfinite(v)}
-        self.writer.add_hparams(
-            _flatten(config), {f"hparam/{k}": v for k, v in usable.items()}, run_name="."
-        )
+        from torch.utils.tensorboard.summary import hparams
+
+        metrics = {
+            tensorboard_tag(key, "test" if key.startswith("test/") else "epoch"): value
+            for key, value in final.items()
+            if math.isfinite(value)
+        }
+        for summary in hparams(_flatten(config), metrics):
+            self.writer.file_writer.add_summary(summary)
 
     def close(self) -> None:
         self.file.close()
         if self.writer is not None:
             self.writer.close()
+
+
+def read_records(run_dir: Path) -> list[dict[str, Any]]:
+    """metrics.jsonl as dicts, each with its scope (inferred for files written before
+    records had one); a line cut short by a crash is skipped."""
+    path = run_dir / METRICS_FILE
+    if not path.is_file():
+        return []
+    records = []
+    for line in path.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict):
+            record.setdefault("scope", _scope_of(record))
+            records.append(record)
+    return records
+
+
+def _scope_of(record: dict[str, Any]) -> Scope:
+    if any(key.startswith("test/") for key in record):
+        return "test"
+    return "epoch" if "epoch_time" in record or "val/loss" in record else "interval"
 
 
 def _flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:

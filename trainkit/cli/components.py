@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from enum import Enum
 from pathlib import Path
 from types import UnionType
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Union, get_args, get_origin
@@ -16,14 +15,6 @@ if TYPE_CHECKING:
     from rich.text import Text
 
     from trainkit.registry import Params
-
-
-class Kind(str, Enum):
-    models = "models"
-    datasets = "datasets"
-    optimizers = "optimizers"
-    schedulers = "schedulers"
-    losses = "losses"
 
 
 @command()
@@ -83,18 +74,28 @@ def _describe_params(params: type[Params], shared: type[Params] | None = None) -
 @command()
 def ls(
     kind: Annotated[
-        Kind | None, typer.Argument(help="Which components; all when left out.")
+        str | None,
+        typer.Argument(
+            help="models, datasets, losses, optimizers or schedulers; all when left out."
+        ),
     ] = None,
     plugins: Plugins = None,
 ) -> None:
     """List the registered components and their parameters."""
     from rich.table import Table
 
-    from trainkit.registry import REGISTRIES, load_components
+    from trainkit.errors import UserError
+    from trainkit.registry import REGISTRIES, load_components, suggest
 
+    if kind is not None and kind not in REGISTRIES:
+        kinds = list(REGISTRIES)
+        raise UserError(
+            f"ls: there is no kind of component called {kind!r}{suggest(kind, kinds)} "
+            f"Choose one of: {', '.join(kinds)}."
+        )
     console = stdout()
     load_components(plugins or [])
-    for key in [kind.value] if kind else list(REGISTRIES):
+    for key in [kind] if kind else list(REGISTRIES):
         table = Table(title=key, show_lines=True)
         table.add_column("name", style="bold")
         table.add_column("what it is")

@@ -13,21 +13,22 @@ from trainkit.cli.app import Nproc, Overrides, Quiet, Unsets, as_arguments, comm
 from trainkit.errors import RunFailed, UserError
 
 
-def _finish(result: Any) -> None:
-    """Exit like the process was killed by the signal (130, 143) when a run was stopped."""
-    from trainkit.console import speaks, stderr
+def _finish(result: Any, quiet: bool) -> None:
+    """The run's last line, with the scores it ended on; exit like the process was killed
+    by the signal (130, 143) when the run was stopped."""
+    from trainkit.console import say, speaks
 
     if result.status == "interrupted":
         raise typer.Exit(128 + int(result.signal or signal.SIGINT))
-    if not speaks():
+    if quiet or not speaks():
         return
     shown = "  ".join(
         f"{k} {v:.4f}" for k, v in result.metrics.items() if k.startswith(("val/", "test/"))
     )
-    stderr.print(
-        f"{result.status}: {result.epoch} epochs, {result.step} steps  {shown}", highlight=False
-    )
-    stderr.print(f"run directory: {result.run_dir}", highlight=False)
+    epochs = f"{result.epoch} epoch{'s' * (result.epoch != 1)}"
+    steps = f"{result.step} step{'s' * (result.step != 1)}"
+    say(f"{result.status.replace('_', ' ')}: {epochs}, {steps}  {shown}")
+    say(f"run directory: {result.run_dir}")
 
 
 @command()
@@ -56,7 +57,7 @@ def train(
         return
     from trainkit import recipe
 
-    _finish(recipe.train(loaded, run_dir, quiet))
+    _finish(recipe.train(loaded, run_dir, quiet), quiet)
 
 
 @command()
@@ -74,7 +75,7 @@ def resume(
         return
     from trainkit.resuming import resume as resume_run
 
-    _finish(resume_run(path, command_line(overrides, unsets), quiet))
+    _finish(resume_run(path, command_line(overrides, unsets), quiet), quiet)
 
 
 def _launch(nproc: int, command: list[str]) -> None:
