@@ -132,6 +132,7 @@ def test_resume_continues_and_can_extend(cli, write_config, tmp_path: Path) -> N
     assert extended.exit_code == 0, extended.output
     assert "re-planned" in extended.stderr
     assert load(run / "last.pt")["state"]["epoch"] == 5
+    assert "epochs: 5" in (run / "config.yaml").read_text()  # the run says what it ran
 
 
 def test_resume_of_a_missing_path_is_an_error_not_a_fresh_start(cli, tmp_path: Path) -> None:

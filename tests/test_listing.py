@@ -102,6 +102,18 @@ def test_a_run_killed_without_a_word_is_interrupted_and_a_live_one_running(
         assert run["status"] == expected
 
 
+def test_a_failed_run_says_why(cli, write_config, tmp_path: Path) -> None:
+    from tests.test_engine import NAN_LOSS_PLUGIN
+
+    (tmp_path / "tk_nan_loss.py").write_text(NAN_LOSS_PLUGIN)
+    config = write_config(plugins=["tk_nan_loss"], loss={"name": "nan_after", "after": 20})
+    assert cli("train", config, "--run-dir", tmp_path / "run").exit_code == 1
+    [run] = json.loads(cli("runs", tmp_path / "run", "--json").stdout)
+    assert run["status"] == "failed" and run["epochs_done"] == 1
+    detail = read_status(tmp_path / "run")["sessions"][-1]["detail"]
+    assert detail.startswith("RunFailed: the training loss became non-finite")
+
+
 def test_runs_of_a_missing_folder_is_a_user_error(cli, tmp_path: Path) -> None:
     result = cli("runs", tmp_path / "nowhere")
     assert result.exit_code == 2 and "is not a folder" in result.stderr
