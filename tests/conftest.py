@@ -115,6 +115,33 @@ def _records(run: Path) -> list[dict[str, Any]]:
     ]
 
 
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Callable[..., Path]]:
+    """Make a real, small filesystem (a tmpfs) to fill up; the test is skipped, with the
+    reason, where this machine does not let a test mount one."""
+    import subprocess
+
+    mounts: list[Path] = []
+
+    def make(kilobytes: int, read_only: bool = False) -> Path:
+        path = tmp_path / f"disk{len(mounts)}"
+        path.mkdir()
+        options = f"size={kilobytes}k" + (",ro" if read_only else "")
+        mounted = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)],
+            capture_output=True,
+            text=True,
+        )
+        if mounted.returncode != 0:
+            pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.strip()}")
+        mounts.append(path)
+        return path
+
+    yield make
+    for path in mounts:
+        subprocess.run(["umount", "-l", str(path)], capture_output=True)
+
+
 @pytest.fixture(autouse=True)
 def _in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Every test runs in its own folder, so the default checkpoints/ lands there."""

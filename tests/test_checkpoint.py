@@ -32,25 +32,34 @@ while True:
 """
 
 
+def kill_a_writer(run: Path, delay: float) -> bool:
+    """Start WRITER on `run`, kill it `delay` seconds after its second checkpoint, and say
+    whether every checkpoint file it left loads and holds one whole version."""
+    process = subprocess.Popen(
+        [sys.executable, "-c", WRITER, str(run)], stdout=subprocess.PIPE, text=True
+    )
+    assert process.stdout is not None
+    while int(process.stdout.readline()) < 1:
+        pass
+    time.sleep(delay)  # somewhere inside a 16 MB write, or between two
+    process.kill()
+    process.wait()
+    for path in run.glob("*.pt"):
+        payload = load(path)
+        i = payload["state"]["i"]
+        if not torch.equal(payload["model"]["w"], torch.full((4_000_000,), float(i))):
+            return False
+    return True
+
+
 @pytest.mark.slow
 def test_a_kill_mid_write_never_destroys_the_previous_checkpoint(tmp_path: Path) -> None:
     rng = random.Random(0)
     for attempt in range(3):
         run = tmp_path / f"run{attempt}"
         run.mkdir()
-        process = subprocess.Popen(
-            [sys.executable, "-c", WRITER, str(run)], stdout=subprocess.PIPE, text=True
-        )
-        assert process.stdout is not None
-        while int(process.stdout.readline()) < 1:
-            pass
-        time.sleep(rng.uniform(0, 0.15))  # somewhere inside a 16 MB write
-        process.kill()
-        process.wait()
-        for name in ("last.pt", "best.pt"):
-            payload = load(run / name)
-            i = payload["state"]["i"]
-            assert torch.equal(payload["model"]["w"], torch.full((4_000_000,), float(i)))
+        assert kill_a_writer(run, rng.uniform(0, 0.15))
+        assert {"last.pt", "best.pt"} <= {p.name for p in run.glob("*.pt")}
         assert load(run / "last.pt")["state"]["i"] >= 1
         Checkpointer(run, {}, 1, 1)  # a new writer sweeps temporary files left by the kill
         assert not list(run.glob(".*.tmp"))

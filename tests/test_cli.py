@@ -272,3 +272,31 @@ def test_validate_ls_and_schema_do_not_import_torch() -> None:
         )
         result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
         assert result.returncode == 0, (args, result.stderr[-2000:])
+
+
+def test_messages_carry_no_terminal_escape_codes(cli, write_config, tmp_path: Path) -> None:
+    """A library's coloured error text (torch.onnx's, for one) arrives as plain text."""
+    (tmp_path / "tk_coloured.py").write_text(
+        "from trainkit.errors import UserError\n"
+        "from trainkit.registry import register_model\n"
+        "@register_model('tk_coloured')\n"
+        "def build(params, input_shape, num_outputs):\n"
+        "    '''Fails in colour.'''\n"
+        "    raise UserError('this is \\x1b[96mstep 3/3\\x1b[0m of nothing')\n"
+    )
+    config = write_config(plugins=["tk_coloured"], model={"name": "tk_coloured"})
+    result = cli("train", config)
+    assert result.exit_code == 2
+    assert "this is step 3/3 of nothing" in result.stderr and "\x1b" not in result.stderr
+
+
+def test_output_paths_are_checked_before_any_work(cli, write_config, tmp_path: Path) -> None:
+    (tmp_path / "a_file").write_text("mine")
+    under_a_file = cli("train", write_config(), "--run-dir", tmp_path / "a_file" / "run")
+    assert under_a_file.exit_code == 2 and "is a file, not a folder" in under_a_file.stderr
+    root = cli("train", write_config(), "--set", f"checkpoint.root={tmp_path / 'a_file'}")
+    assert root.exit_code == 2 and "checkpoint.root" in root.stderr and "is a file" in root.stderr
+    assert cli("train", write_config(), "--run-dir", tmp_path / "run", "-q").exit_code == 0
+    folder = cli("eval", "--ckpt", tmp_path / "run", "--out", tmp_path / "run")
+    assert folder.exit_code == 2 and "is a folder" in folder.stderr
+    assert (tmp_path / "a_file").read_text() == "mine"

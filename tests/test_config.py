@@ -140,3 +140,11 @@ def test_re_importing_a_plugin_registers_its_components_again(tmp_path: Path) ->
     validate(tiny_experiment(plugins=["tk_plugin_again"]))
     del sys.modules["tk_plugin_again"]
     importlib.import_module("tk_plugin_again")  # the same function again: not a clash
+
+
+def test_sizes_must_be_positive() -> None:
+    """A negative layer size would otherwise reach nn.Linear and end in a traceback."""
+    message = error_of(tiny_experiment(model={"name": "mlp", "hidden": [16, -3]}))
+    assert "model.hidden.1: Input should be greater than 0 (got -3)" in message
+    shape = error_of(tiny_experiment(model={"name": "mlp", "input_shape": [0, 28]}))
+    assert "model.input_shape.0: Input should be greater than 0" in shape

@@ -122,3 +122,14 @@ def test_evaluation_only_every_n_epochs(tmp_path: Path) -> None:
 def test_bf16_autocast_trains_on_cpu(tmp_path: Path) -> None:
     weights = final_weights(tmp_path, "run", trainer={"precision": "bf16", "epochs": 1})
     assert all(torch.isfinite(w).all() for w in weights.values())
+
+
+def test_a_failure_before_the_first_checkpoint_says_nothing_was_saved(
+    cli, write_config, tmp_path: Path
+) -> None:
+    (tmp_path / "tk_nan_loss.py").write_text(NAN_LOSS_PLUGIN)
+    config = write_config(plugins=["tk_nan_loss"], loss={"name": "nan_after", "after": 3})
+    result = cli("train", config, "--run-dir", tmp_path / "run")
+    assert result.exit_code == 1
+    assert "No checkpoint had been written yet, so nothing was saved" in result.stderr
+    assert "last good checkpoint" not in result.stderr

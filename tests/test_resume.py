@@ -139,3 +139,41 @@ def test_another_world_size_needs_a_completed_epoch(cli, write_config, tmp_path:
     assert result.exit_code == 2
     assert "stopped inside epoch 2 of a run with 2 processes" in result.stderr
     assert "Resume it with --nproc 2" in result.stderr
+
+
+def test_another_world_size_keeps_the_history_and_the_step_count(
+    cli, write_config, tmp_path: Path
+) -> None:
+    """A 2-process run stopped in epoch 2, taken over by one process: it goes back to the
+    end of epoch 1; the records of the abandoned part of epoch 2 are set aside with a
+    warning, and the logged step count never runs backwards."""
+    import json
+
+    run = tmp_path / "run"
+    config = write_config(trainer={"epochs": 2}, checkpoint={"keep_last": 5})
+    assert cli("train", config, "--run-dir", run, "-q").exit_code == 0
+    for path in run.glob("*.pt"):  # as if two processes had taken 30 steps an epoch
+        payload = load(path)
+        epoch = payload["state"]["epoch"]
+        payload["world_size"] = 2
+        payload["state"] = {**payload["state"], "step": 30 * epoch}
+        if path.name == "last.pt":  # stopped inside epoch 2, at step 40
+            payload["state"] = {**payload["state"], "epoch": 1, "batch": 4, "step": 40}
+        path.unlink()
+        torch.save(payload, path)
+    records = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    for record in records:
+        record["step"] = round(record["step"] * 30 / 12)
+    records = [r for r in records if r["step"] <= 40]  # what was logged before the stop
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    later = [r for r in records if r["step"] > 30]  # the abandoned part of epoch 2
+    assert later
+
+    result = cli("resume", run, "--set", "trainer.epochs=3", "-q")
+    assert result.exit_code == 0, result.output
+    assert "trained by 2 process(es) and resumes with 1" in result.stderr
+    assert f"{len(later)} metric record(s) logged after step 30" in result.stderr
+    aside = [json.loads(x) for x in (run / "metrics.abandoned.jsonl").read_text().splitlines()]
+    assert aside == later
+    steps = [json.loads(x)["step"] for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert steps == sorted(steps) and steps[-1] == 30 + 2 * 12  # onward from 30

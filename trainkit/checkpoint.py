@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 import trainkit
-from trainkit.errors import RunFailed, UserError
+from trainkit.errors import UserError, write_failed
 from trainkit.files import atomic_copy, atomic_write
 
 FORMAT_VERSION = 2
@@ -128,13 +128,12 @@ class Checkpointer:
             atomic_write(paths[0], lambda handle: torch.save({**self.metadata, **payload}, handle))
             for path in paths[1:]:
                 atomic_copy(paths[0], path)
-        except OSError as exc:
-            raise RunFailed(
-                f"could not write a checkpoint in {self.run_dir} ({exc.strerror or exc}). "
-                "The checkpoints written before are intact; free disk space and continue "
-                f"with `trainkit resume {self.run_dir}`."
-            ) from None
-        self._prune()
+            self._prune()
+        except (OSError, RuntimeError) as exc:  # torch.save reports a full disk as RuntimeError
+            raise write_failed("a checkpoint", self.run_dir, exc, self.has_checkpoint()) from None
+
+    def has_checkpoint(self) -> bool:
+        return bool(candidates(self.run_dir))
 
     def _prune(self) -> None:
         periodic = sorted(

@@ -216,12 +216,15 @@ def fit(
         checkpointer.save(payload, finished_epoch=finished_epoch, best=best)
 
     def fail(what: str) -> None:
-        where = f" in {checkpointer.run_dir}" if checkpointer else ""
+        if checkpointer is None or checkpointer.has_checkpoint():
+            where = f" in {checkpointer.run_dir}" if checkpointer else ""
+            kept = f"The last good checkpoint{where} is kept."
+        else:
+            kept = "No checkpoint had been written yet, so nothing was saved."
         raise RunFailed(
             f"{what} became non-finite (NaN or infinite) in epoch {state.epoch + 1}, by step "
-            f"{state.step}. The last good checkpoint{where} is kept. Lower "
-            "optimizer.lr, set trainer.grad_clip, or use precision fp32, then resume or start "
-            "again."
+            f"{state.step}. {kept} Lower optimizer.lr, set trainer.grad_clip, or use "
+            "precision fp32, then resume or start again."
         )
 
     def check_finite(values: dict[str, float]) -> None:

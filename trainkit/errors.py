@@ -28,3 +28,23 @@ def shown(value: object) -> str:
     must not become a megabyte-long message."""
     text = value if isinstance(value, str) else repr(value)
     return text if len(text) <= SHOWN else f"{text[:SHOWN]}... ({len(text):,} characters)"
+
+
+def write_failed(what: str, run_dir: object, exc: BaseException, resumable: bool) -> RunFailed:
+    """One paragraph for a write that failed in a started run: a full disk (where
+    torch.save raises RuntimeError, not OSError), a lost mount, a revoked permission."""
+    import shutil
+
+    reason = getattr(exc, "strerror", None) or (str(exc).strip().splitlines() or [""])[0]
+    try:
+        free = f"; {shutil.disk_usage(str(run_dir)).free / 2**20:,.1f} MiB free there"
+    except OSError:
+        free = ""
+    kept = (
+        f"The checkpoints written before are intact; free some space and continue with "
+        f"`trainkit resume {run_dir}`."
+        if resumable
+        else "No checkpoint had been written yet, so nothing was saved; free some space "
+        "and start the run again."
+    )
+    return RunFailed(f"could not write {what} in {run_dir} ({shown(reason)}{free}). {kept}")

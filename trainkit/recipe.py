@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import random
 import signal
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from torch import nn
 
 from trainkit import checkpoint as ckpt
 from trainkit.config import Config, to_dict, to_yaml
-from trainkit.console import make_reporter, set_quiet
+from trainkit.console import make_reporter, say, set_quiet
 from trainkit.data.batching import Batches, BatchOptions, BatchTransform, Dataset, augmentation
 from trainkit.data.memory import DataInfo
 from trainkit.device import (
@@ -31,11 +32,20 @@ from trainkit.device import (
 )
 from trainkit.distributed import World, join
 from trainkit.engine import LoopSettings, Outcome, Parts, TrainState, evaluate, fit
-from trainkit.errors import UserError
+from trainkit.errors import RunFailed, UserError, write_failed
+from trainkit.files import check_writable
 from trainkit.finetune import build_model, count_parameters, load_initial_weights
 from trainkit.losses import Objective
 from trainkit.registry import DATASETS, LOSSES, OPTIMIZERS, SCHEDULERS, plugin_origins
-from trainkit.runs import Status, create_run_dir, mark_ended, mark_started, write_config
+from trainkit.runs import (
+    RunLock,
+    Status,
+    create_run_dir,
+    discard_run_dir,
+    mark_ended,
+    mark_started,
+    write_config,
+)
 from trainkit.signals import stop_on_signals
 from trainkit.spec import InferenceSpec, model_spec
 from trainkit.tracking import MetricsLog
@@ -58,7 +68,7 @@ class Experiment:
 @dataclass
 class RunResult:
     status: str  # completed, early_stopped or interrupted
-    run_dir: Path
+    run_dir: Path | None  # None: stopped before a run directory was made
     epoch: int
     step: int
     metrics: dict[str, float]
@@ -234,7 +244,15 @@ def run_experiment(
     quiet: bool,
     resumed: bool,
     notes: list[str] | None = None,
+    received: Callable[[], int | None] = lambda: None,
+    made_here: bool = True,
 ) -> RunResult:
+    """Train `experiment` in `run_dir` from `state` until it ends, and record how.
+
+    `received` tells which stop signal has come (see `signals.stop_on_signals`). A new
+    run that could not start writing (a full disk), or that was stopped before its first
+    checkpoint, leaves no run directory behind.
+    """
     config, parts = experiment.config, experiment.parts
     world = parts.world
     # Only rank 0 writes files and shows progress; the other ranks stay quiet.
@@ -249,9 +267,18 @@ def run_experiment(
             inputs=experiment.spec.as_dict(),
             plugins=plugin_origins(config.plugins),
         )
-        metrics_log = MetricsLog(
-            run_dir, config.logging.tensorboard, resume_step=state.step if resumed else None
-        )
+        try:
+            metrics_log = MetricsLog(
+                run_dir,
+                config.logging.tensorboard,
+                resume_step=state.step if resumed else None,
+                resumable=checkpointer.has_checkpoint,
+            )
+        except RunFailed:
+            if not resumed:
+                discard_run_dir(run_dir, made_here)  # nothing of it is worth keeping
+            raise
+        mark_started(run_dir)
     batch = f"{parts.train.global_batch_size} samples"
     if world.distributed:
         batch += f" ({config.data.batch_size} per process x {world.size} processes)"
@@ -267,22 +294,19 @@ def run_experiment(
     )
     for note in notes or []:
         reporter.info(note)
-    if world.is_main:
-        mark_started(run_dir)
     ended: Status = "failed"
     detail = None
+    closing: RunFailed | None = None
     try:
-        with stop_on_signals() as received:
-            outcome: Outcome = fit(
-                parts,
-                loop_settings(config),
-                state,
-                checkpointer,
-                metrics_log,
-                reporter,
-                lambda: world.any(received() is not None),
-            )
-            stop_signal = received()
+        outcome: Outcome = fit(
+            parts,
+            loop_settings(config),
+            state,
+            checkpointer,
+            metrics_log,
+            reporter,
+            lambda: world.any(received() is not None),
+        )
         if outcome.status != "interrupted":
             if config.trainer.test_at_end:
                 scores = evaluate(parts, split_batches(experiment, "test"))
@@ -302,7 +326,7 @@ def run_experiment(
             outcome.status, run_dir, outcome.state.epoch, outcome.state.step, outcome.metrics
         )
         if outcome.status == "interrupted":
-            result.signal = stop_signal or signal.SIGTERM  # a rank told by another's vote
+            result.signal = received() or signal.SIGTERM  # a rank told by another's vote
             reporter.info(
                 f"stopped by {signal.Signals(result.signal).name} at epoch "
                 f"{outcome.state.epoch + 1}, step {outcome.state.step}; wrote "
@@ -311,7 +335,6 @@ def run_experiment(
             )
         elif outcome.status == "early_stopped":
             reporter.info(f"early stop: {config.checkpoint.monitor} stopped improving")
-        return result
     except KeyboardInterrupt:  # a second Ctrl-C: stopped at once, checkpoints intact
         ended = "interrupted"
         raise
@@ -321,9 +344,26 @@ def run_experiment(
     finally:
         reporter.close()
         if metrics_log:
-            metrics_log.close()
-        if world.is_main:
-            mark_ended(run_dir, ended, detail)
+            try:
+                metrics_log.close()
+            except RunFailed as failed:
+                closing = failed  # reported below, unless another error is on its way
+        if checkpointer is not None:
+            if ended == "interrupted" and not resumed and not checkpointer.has_checkpoint():
+                discard_run_dir(run_dir, made_here)  # nothing to resume: no run at all
+            else:
+                mark_ended(run_dir, ended, detail)
+    if closing is not None:
+        raise closing
+    return result
+
+
+def stopped_before_start(sig: int | None, quiet: bool, run_dir: Path | None = None) -> RunResult:
+    """A stop signal that came while the run was being set up: nothing was written."""
+    stop = sig or signal.SIGTERM
+    if not quiet:
+        say(f"stopped by {signal.Signals(stop).name} before training started; nothing was written.")
+    return RunResult("interrupted", run_dir, 0, 0, {}, stop)
 
 
 def join_world(config: Config) -> World:
@@ -332,20 +372,44 @@ def join_world(config: Config) -> World:
 
 
 def train(config: Config, run_dir: Path | None = None, quiet: bool = False) -> RunResult:
-    """Train `config` from scratch into a new run directory."""
+    """Train `config` from scratch into a new run directory.
+
+    The output folder is checked before any work. Stop signals are heeded from the
+    start: one that comes while data and model are being built ends the command before
+    a run directory exists.
+    """
     set_quiet(quiet)
+    where = run_dir or Path(config.checkpoint.root)
+    check_writable(where, "--run-dir" if run_dir else "checkpoint.root", folder=True)
     world = join_world(config)
+    lock = None
     try:
-        experiment = build(config, world)
-        notes = []
-        if config.model.init_from:
-            report = load_initial_weights(experiment.parts.module, Path(config.model.init_from))
-            notes = report.lines()
-        directory = None
-        if world.is_main:
-            directory = create_run_dir(Path(config.checkpoint.root), config.name, run_dir)
-            write_config(directory, to_yaml(config))
-        directory = world.broadcast(directory)  # rank 0 names the run for everyone
-        return run_experiment(experiment, directory, TrainState(), quiet, False, notes)
+        with stop_on_signals() as received:
+            experiment = build(config, world)
+            notes = []
+            if config.model.init_from:
+                report = load_initial_weights(experiment.parts.module, Path(config.model.init_from))
+                notes = report.lines()
+            if world.any(received() is not None):
+                return stopped_before_start(received(), quiet)
+            directory, made_here = None, True
+            if world.is_main:
+                made_here = run_dir is None or not run_dir.exists()
+                directory = create_run_dir(Path(config.checkpoint.root), config.name, run_dir)
+                try:
+                    lock = RunLock(directory).acquire()
+                    write_config(directory, to_yaml(config))
+                except OSError as exc:  # a full disk at start: no half-made run stays
+                    if lock is not None:
+                        lock.release()
+                        lock = None
+                    discard_run_dir(directory, made_here)
+                    raise write_failed("the new run", directory, exc, False) from None
+            directory = world.broadcast(directory)  # rank 0 names the run for everyone
+            return run_experiment(
+                experiment, directory, TrainState(), quiet, False, notes, received, made_here
+            )
     finally:
+        if lock is not None:
+            lock.release()
         world.close()

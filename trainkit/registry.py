@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt
 
 from trainkit.errors import UserError
 
@@ -38,7 +38,7 @@ class ModelParams(Params):
     """What every model accepts: its input and output sizes (normally read off the dataset),
     and where its starting weights come from."""
 
-    input_shape: list[int] | None = Field(
+    input_shape: list[PositiveInt] | None = Field(
         None, description="Input shape without the batch dimension; null: from the dataset."
     )
     num_classes: int | None = Field(

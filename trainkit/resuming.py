@@ -18,27 +18,30 @@ from typing import Any
 
 from trainkit import checkpoint as ckpt
 from trainkit.config import to_yaml
-from trainkit.console import set_quiet, warn
+from trainkit.console import set_quiet, speaks, warn
 from trainkit.engine import Parts, TrainState
 from trainkit.errors import UserError
+from trainkit.files import check_writable
 from trainkit.layers import CommandLine
-from trainkit.recipe import RunResult, build, join_world, run_experiment
-from trainkit.runs import write_config
+from trainkit.recipe import RunResult, build, join_world, run_experiment, stopped_before_start
+from trainkit.runs import CONFIG_FILE, RunLock, write_config
+from trainkit.signals import stop_on_signals
 from trainkit.spec import InferenceSpec
 from trainkit.trained import config_of, load_weights
 
 
 def _locate(path: Path) -> ckpt.Found:
     if path.is_dir():
+        if not ckpt.candidates(path):
+            raise UserError(
+                f"{path} holds no checkpoint: the run stopped before its first one was "
+                f"written, so there is nothing to continue. Start it again: trainkit train "
+                f"{path / CONFIG_FILE}"
+            )
         found = ckpt.load_latest(path)
         for problem in found.skipped:
             warn(f"skipped a damaged checkpoint: {problem}")
         return found
-    if not path.exists():
-        raise UserError(
-            f"nothing to resume at {path}: no such file or folder. Pass a run directory "
-            "(checkpoints/<name>/<run-id>) or a checkpoint file."
-        )
     return ckpt.Found(path, ckpt.load(path), [])
 
 
@@ -47,57 +50,75 @@ def resume(path: Path, command_line: CommandLine | None = None, quiet: bool = Fa
 
     With the world size it was trained with, a run continues exactly. With another, it
     continues from its last completed epoch, with the schedule re-planned for the new
-    number of steps per epoch.
+    number of steps per epoch (the step count in the logs goes on from where it was).
+    The run is locked against a second writer before anything in it changes.
     """
     set_quiet(quiet)
-    found = _locate(path)
-    config = config_of(found.payload, command_line, found.path)
-    world = join_world(config)
+    if not path.exists():
+        raise UserError(
+            f"nothing to resume at {path}: no such file or folder. Pass a run directory "
+            "(checkpoints/<name>/<run-id>) or a checkpoint file."
+        )
+    run_dir = path if path.is_dir() else path.parent
+    check_writable(run_dir, "resume", folder=True)
+    # Before anything is read: the newest checkpoint is the one no one else is writing.
+    lock = RunLock(run_dir).acquire() if speaks() else None
+    world = None
     try:
-        stored_world = found.payload.get("world_size", 1)
-        if stored_world != world.size:
-            found = _last_completed_epoch(found, stored_world, world.size)
-        payload = found.payload
-        stored = payload.get("inputs")
-        experiment = build(config, world, InferenceSpec.from_dict(stored) if stored else None)
-        parts = experiment.parts
-        state = TrainState.from_dict(payload["state"])
-        if state.epoch >= config.trainer.epochs:
-            raise UserError(
-                f"the run in {found.path.parent} already finished {state.epoch} of "
-                f"{config.trainer.epochs} epochs. To train longer: trainkit resume {path} "
-                f"--set trainer.epochs={state.epoch + 10}"
-            )
-        if not world.is_main:  # rank 0 carries the epoch's sums over all ranks
-            state.sums.zero_()
-            state.seen = 0
-        load_weights(parts.module, payload, found.path)
-        if parts.scaler is not None and payload["scaler"] is not None:
-            parts.scaler.load_state_dict(payload["scaler"])
-        if stored_world == world.size:
-            _restore_augmentation(parts, payload["data"][world.rank])
-        else:  # an epoch has a new number of steps
-            steps_per_epoch = math.ceil(len(parts.train) / config.trainer.accumulate_steps)
-            state.step = state.epoch * steps_per_epoch
-        stored_epochs = payload["config"]["trainer"]["epochs"]
-        if parts.scheduler is not None and stored_epochs != config.trainer.epochs:
-            warn(
-                f"trainer.epochs changed from {stored_epochs} to {config.trainer.epochs}: the "
-                "learning-rate schedule is re-planned over the new length."
-            )
-        replan = stored_epochs != config.trainer.epochs or stored_world != world.size
-        if parts.scheduler is not None and replan:
-            _replan_schedule(parts, payload, state.step)
-        else:
-            parts.optimizer.load_state_dict(payload["optimizer"])
-            if parts.scheduler is not None and payload["scheduler"] is not None:
-                parts.scheduler.load_state_dict(payload["scheduler"])
-        ckpt.restore_rng(payload["rng"])
-        if world.is_main and command_line and (command_line.sets or command_line.unsets):
-            write_config(found.path.parent, to_yaml(config))  # the run's config is this one now
-        return run_experiment(experiment, found.path.parent, state, quiet, resumed=True)
+        found = _locate(path)
+        config = config_of(found.payload, command_line, found.path)
+        world = join_world(config)
+        with stop_on_signals() as received:
+            stored_world = found.payload.get("world_size", 1)
+            if stored_world != world.size:
+                found = _last_completed_epoch(found, stored_world, world.size)
+            payload = found.payload
+            stored = payload.get("inputs")
+            experiment = build(config, world, InferenceSpec.from_dict(stored) if stored else None)
+            parts = experiment.parts
+            state = TrainState.from_dict(payload["state"])
+            if state.epoch >= config.trainer.epochs:
+                raise UserError(
+                    f"the run in {run_dir} already finished {state.epoch} of "
+                    f"{config.trainer.epochs} epochs. To train longer: trainkit resume {path} "
+                    f"--set trainer.epochs={state.epoch + 10}"
+                )
+            if not world.is_main:  # rank 0 carries the epoch's sums over all ranks
+                state.sums.zero_()
+                state.seen = 0
+            load_weights(parts.module, payload, found.path)
+            if parts.scaler is not None and payload["scaler"] is not None:
+                parts.scaler.load_state_dict(payload["scaler"])
+            position = state.step  # where the schedule stands
+            if stored_world == world.size:
+                _restore_augmentation(parts, payload["data"][world.rank])
+            else:  # an epoch has a new number of steps: the schedule's position moves
+                steps_per_epoch = math.ceil(len(parts.train) / config.trainer.accumulate_steps)
+                position = state.epoch * steps_per_epoch
+            stored_epochs = payload["config"]["trainer"]["epochs"]
+            if parts.scheduler is not None and stored_epochs != config.trainer.epochs:
+                warn(
+                    f"trainer.epochs changed from {stored_epochs} to {config.trainer.epochs}: "
+                    "the learning-rate schedule is re-planned over the new length."
+                )
+            replan = stored_epochs != config.trainer.epochs or stored_world != world.size
+            if parts.scheduler is not None and replan:
+                _replan_schedule(parts, payload, position)
+            else:
+                parts.optimizer.load_state_dict(payload["optimizer"])
+                if parts.scheduler is not None and payload["scheduler"] is not None:
+                    parts.scheduler.load_state_dict(payload["scheduler"])
+            ckpt.restore_rng(payload["rng"])
+            if world.any(received() is not None):
+                return stopped_before_start(received(), quiet, run_dir)
+            if world.is_main and command_line and (command_line.sets or command_line.unsets):
+                write_config(run_dir, to_yaml(config))  # the run's config is this one now
+            return run_experiment(experiment, run_dir, state, quiet, True, received=received)
     finally:
-        world.close()
+        if lock is not None:
+            lock.release()
+        if world is not None:
+            world.close()
 
 
 def _last_completed_epoch(found: ckpt.Found, stored_world: int, world_size: int) -> ckpt.Found:

@@ -11,8 +11,11 @@ to tell a finished run from one still training or one that was stopped.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
+import shutil
 import socket
 from datetime import datetime
 from pathlib import Path
@@ -23,7 +26,21 @@ from trainkit.files import atomic_write_bytes
 
 CONFIG_FILE = "config.yaml"
 STATUS_FILE = "run.json"
+LOCK_FILE = ".lock"
 Status = Literal["running", "completed", "early_stopped", "interrupted", "failed"]
+
+
+def discard_run_dir(run_dir: Path, made_here: bool) -> None:
+    """Undo a run directory that could not start: the folder itself if trainkit made it,
+    else what trainkit put in it (an empty --run-dir is the user's own)."""
+    if made_here:
+        shutil.rmtree(run_dir, ignore_errors=True)
+        return
+    for path in run_dir.iterdir():
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
 
 
 def create_run_dir(root: Path, name: str, explicit: Path | None = None) -> Path:
@@ -68,7 +85,7 @@ def mark_started(run_dir: Path) -> None:
     status = read_status(run_dir)
     session = {"started": _now(), "pid": os.getpid(), "host": socket.gethostname()}
     status["sessions"].append({**session, "status": "running"})
-    atomic_write_bytes(run_dir / STATUS_FILE, (json.dumps(status, indent=2) + "\n").encode())
+    _write_status(run_dir, status)
 
 
 def mark_ended(run_dir: Path, ended: Status, detail: str | None = None) -> None:
@@ -76,7 +93,67 @@ def mark_ended(run_dir: Path, ended: Status, detail: str | None = None) -> None:
     status = read_status(run_dir)
     if not status["sessions"]:
         return
-    status["sessions"][-1].update(
-        status=ended, ended=_now(), **({"detail": detail} if detail else {})
-    )
-    atomic_write_bytes(run_dir / STATUS_FILE, (json.dumps(status, indent=2) + "\n").encode())
+    extra = {"detail": detail} if detail else {}
+    status["sessions"][-1].update(status=ended, ended=_now(), **extra)
+    _write_status(run_dir, status)
+
+
+def _write_status(run_dir: Path, status: dict[str, Any]) -> None:
+    """Best effort: on a full disk the run's own error says what happened, and a stale
+    status reads as interrupted once the process is gone."""
+    with contextlib.suppress(OSError):
+        atomic_write_bytes(run_dir / STATUS_FILE, (json.dumps(status, indent=2) + "\n").encode())
+
+
+class RunLock:
+    """One process writes a run at a time: an advisory lock on `<run>/.lock`.
+
+    The lock is the operating system's (flock), so it ends with the process that holds
+    it, however that process ends. The file names the holder (pid, host, since when), so
+    a second writer is told who has the run; a holder that died without releasing it
+    left its name behind, and the next one takes over with a warning.
+    """
+
+    def __init__(self, run_dir: Path) -> None:
+        self.path = run_dir / LOCK_FILE
+        self.handle: Any = None
+
+    def acquire(self) -> RunLock:
+        handle = self.path.open("a+")
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            handle.close()
+            raise UserError(
+                f"{self.path.parent} is being written by {holder}. Two processes must not "
+                "write one run: wait for it to finish, stop it (it saves last.pt), or write "
+                "a new run with --run-dir."
+            ) from None
+        handle.seek(0)
+        stale = handle.read().strip()
+        if stale:
+            from trainkit.console import warn
+
+            warn(f"{self.path.parent} was left locked by {stale}, which is gone; taking it over.")
+        try:
+            handle.seek(0)
+            handle.truncate()
+            handle.write(f"process {os.getpid()} on {socket.gethostname()} since {_now()}")
+            handle.flush()
+        except OSError:
+            handle.close()  # unlocked again: nothing half-held stays behind
+            raise
+        self.handle = handle
+        return self
+
+    def release(self) -> None:
+        """Empty the file (a clean exit leaves no name behind), then unlock."""
+        if self.handle is None:
+            return
+        with contextlib.suppress(OSError):
+            self.handle.truncate(0)
+            self.handle.flush()
+        self.handle.close()  # closing drops the flock
+        self.handle = None

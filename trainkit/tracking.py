@@ -9,20 +9,27 @@ tags arranged for its dashboard, which sorts groups by name: `accuracy/` and `lo
 training loss has a tag of its own (`loss/train_steps`), so epoch means never draw
 spikes into it. The run's settings go to the HParams tab only.
 
-On resume, records newer than the checkpoint are dropped from both (TensorBoard through
-its own purge_step), so the history reads as if the run had never been interrupted.
+On resume, records newer than the checkpoint leave both (TensorBoard through its own
+purge_step; metrics.jsonl moves them to metrics.abandoned.jsonl), so the history reads
+as if the run had never been interrupted, and nothing is lost without a word.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Literal
 
+from trainkit.console import warn
+from trainkit.errors import write_failed
 from trainkit.files import atomic_write_bytes
 
 METRICS_FILE = "metrics.jsonl"
+ABANDONED_FILE = "metrics.abandoned.jsonl"  # records a resume replayed, kept aside
 TB_DIR = "tb"
 Scope = Literal["interval", "epoch", "test"]
 TIMING = ("epoch_time", "samples_per_sec")
@@ -40,33 +47,67 @@ def tensorboard_tag(key: str, scope: Scope) -> str:
 
 
 class MetricsLog:
-    def __init__(self, run_dir: Path, tensorboard: bool, resume_step: int | None = None) -> None:
+    """Appends records to metrics.jsonl and TensorBoard. A write that fails (a full disk)
+    becomes one RunFailed paragraph; `resumable` says whether a checkpoint exists to
+    continue from, which the paragraph tells the user."""
+
+    def __init__(
+        self,
+        run_dir: Path,
+        tensorboard: bool,
+        resume_step: int | None = None,
+        resumable: Callable[[], bool] = lambda: False,
+    ) -> None:
+        self.run_dir = run_dir
         self.path = run_dir / METRICS_FILE
-        if resume_step is not None and self.path.exists():
-            self._drop_after(resume_step)
-        self.file = self.path.open("a")
+        self.resumable = resumable
         self.writer = None
-        if tensorboard:
-            from torch.utils.tensorboard import SummaryWriter
+        with self._reporting_failures():
+            if resume_step is not None and self.path.exists():
+                self._set_aside_after(resume_step)
+            self.file = self.path.open("a")
+            if tensorboard:
+                from torch.utils.tensorboard import SummaryWriter
 
-            purge = resume_step + 1 if resume_step is not None else None
-            self.writer = SummaryWriter(str(run_dir / TB_DIR), purge_step=purge)
+                _quiet_writer_threads()
+                purge = resume_step + 1 if resume_step is not None else None
+                self.writer = SummaryWriter(str(run_dir / TB_DIR), purge_step=purge)
 
-    def _drop_after(self, step: int) -> None:
-        kept = [
-            line
-            for line in self.path.read_text().splitlines(keepends=True)
-            if line.strip() and _step_of(line) <= step
-        ]
+    @contextlib.contextmanager
+    def _reporting_failures(self) -> Iterator[None]:
+        try:
+            yield
+        except OSError as exc:
+            raise write_failed(
+                "the metrics (metrics.jsonl, tb/)", self.run_dir, exc, self.resumable()
+            ) from None
+
+    def _set_aside_after(self, step: int) -> None:
+        """Keep the records up to `step` (the checkpoint a resume starts from). The ones
+        after it are replayed by the resume; they move to metrics.abandoned.jsonl, with
+        a warning, rather than vanish. TensorBoard drops them through purge_step."""
+        kept, later = [], []
+        for line in self.path.read_text().splitlines(keepends=True):
+            if line.strip():
+                (kept if _step_of(line) <= step else later).append(line)
+        if not later:
+            return
+        with (self.run_dir / ABANDONED_FILE).open("a") as aside:
+            aside.writelines(line if line.endswith("\n") else line + "\n" for line in later)
         atomic_write_bytes(self.path, "".join(kept).encode())
+        warn(
+            f"{len(later)} metric record(s) logged after step {step}, the checkpoint this run "
+            f"continues from, are replayed by it: they moved to {ABANDONED_FILE}."
+        )
 
     def log(self, step: int, epoch: int, scalars: dict[str, float], scope: Scope) -> None:
         record = {"step": step, "epoch": epoch, "scope": scope, **scalars}
-        self.file.write(json.dumps(record) + "\n")
-        self.file.flush()
-        if self.writer is not None:
-            for key, value in scalars.items():
-                self.writer.add_scalar(tensorboard_tag(key, scope), value, step)
+        with self._reporting_failures():
+            self.file.write(json.dumps(record) + "\n")
+            self.file.flush()
+            if self.writer is not None:
+                for key, value in scalars.items():
+                    self.writer.add_scalar(tensorboard_tag(key, scope), value, step)
 
     def hparams(self, config: dict[str, Any], final: dict[str, float]) -> None:
         """The run's settings (the resolved config, flattened to dotted keys) for the
@@ -80,13 +121,32 @@ class MetricsLog:
             for key, value in final.items()
             if math.isfinite(value)
         }
-        for summary in hparams(_flatten(config), metrics):
-            self.writer.file_writer.add_summary(summary)
+        with self._reporting_failures():
+            for summary in hparams(_flatten(config), metrics):
+                self.writer.file_writer.add_summary(summary)
 
     def close(self) -> None:
-        self.file.close()
-        if self.writer is not None:
-            self.writer.close()
+        with self._reporting_failures():
+            self.file.close()
+            if self.writer is not None:
+                self.writer.close()
+
+
+def _quiet_writer_threads() -> None:
+    """TensorBoard's writer thread keeps a failed write for the main thread, which
+    reports it as one paragraph, and then dies with its own traceback on stderr; this
+    hook keeps that traceback (and only that one) off the screen."""
+    previous = threading.excepthook
+    if getattr(previous, "trainkit", False):
+        return
+
+    def hook(args: Any) -> None:
+        writer_thread = type(args.thread).__name__ == "_AsyncWriterThread"
+        if not (writer_thread and isinstance(args.exc_value, OSError)):
+            previous(args)
+
+    hook.trainkit = True  # type: ignore[attr-defined]
+    threading.excepthook = hook
 
 
 def read_records(run_dir: Path) -> list[dict[str, Any]]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import re
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -114,7 +115,9 @@ Plugins = Annotated[
 
 
 def command(name: str | None = None) -> Callable[[F], F]:
-    """Register a command whose UserError/RunFailed end as one paragraph and an exit code."""
+    """Register a command whose UserError/RunFailed end as one paragraph and an exit code,
+    and which a Ctrl-C that is not turned into a graceful stop (a second one, or one
+    before a run starts) ends at once, with exit code 130 and no traceback."""
 
     def decorate(function: F) -> F:
         @functools.wraps(function)
@@ -122,19 +125,36 @@ def command(name: str | None = None) -> Callable[[F], F]:
             try:
                 return function(*args, **kwargs)
             except (UserError, RunFailed) as exc:
-                from rich.text import Text
-
-                from trainkit.console import speaks, stderr
-
-                if speaks():
-                    stderr.print(Text.assemble(("error: ", "bold red"), str(exc)))
-                _leave_for_torchrun(str(exc))
+                _report(str(exc))
                 raise typer.Exit(exc.exit_code) from None
+            except KeyboardInterrupt:  # Ctrl-C twice, or once before training started
+                _report(
+                    "stopped at once by Ctrl-C. Checkpoints are written whole or not at all, "
+                    "so any already written are intact: trainkit resume RUN_DIR continues "
+                    "from the newest."
+                )
+                raise typer.Exit(130) from None
 
         app.command(name)(run)
         return function
 
     return decorate
+
+
+_ESCAPES = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+
+def _report(message: str) -> None:
+    """An error, once (rank 0 of a multi-process run), without terminal escape codes
+    that a library put in its message."""
+    from rich.text import Text
+
+    from trainkit.console import speaks, stderr
+
+    message = _ESCAPES.sub("", message)
+    if speaks():
+        stderr.print(Text.assemble(("error: ", "bold red"), message))
+    _leave_for_torchrun(message)
 
 
 def _leave_for_torchrun(message: str) -> None:

@@ -33,6 +33,8 @@ def validate(
 def _type_name(annotation: Any) -> str:
     """Types as a user writes them in YAML terms: `int | None`, `'relu' | 'tanh'`."""
     origin, args = get_origin(annotation), get_args(annotation)
+    if origin is Annotated:  # PositiveInt and the like: the type, not its constraints
+        return _type_name(args[0])
     if origin is Literal:
         return " | ".join(repr(a) for a in args)
     if origin in (Union, UnionType):

@@ -6,7 +6,7 @@ import itertools
 import math
 from typing import TYPE_CHECKING, Literal
 
-from pydantic import Field
+from pydantic import Field, PositiveInt
 
 from trainkit.registry import ModelParams, register_model
 
@@ -17,7 +17,9 @@ Activation = Literal["relu", "sigmoid", "tanh"]
 
 
 class MLPParams(ModelParams):
-    hidden: list[int] = Field([100], description="Hidden layer sizes; [30] is Nielsen's 784-30-10.")
+    hidden: list[PositiveInt] = Field(
+        [100], description="Hidden layer sizes; [30] is Nielsen's 784-30-10."
+    )
     activation: Activation = Field("relu", description="Hidden-layer non-linearity.")
     output_activation: Literal["none", "sigmoid"] = Field(
         "none", description="sigmoid for Nielsen's quadratic-cost network; none gives logits."
