@@ -38,6 +38,28 @@ def test_mnist_is_read_by_torchvision_from_idx_files(tmp_path: Path) -> None:
     assert data.mean == (0.1307,)
 
 
+def test_a_download_waits_for_one_under_way_in_the_same_root(tmp_path: Path) -> None:
+    """Processes that start together (torchrun's ranks, a sweep's trials) must not write
+    the same files at once: while another holds the root's download lock, a run waits."""
+    import fcntl
+    import threading
+
+    write_mnist(tmp_path, n_train=20, n_test=10)
+    built = []
+    with (tmp_path / ".download.lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        reader = threading.Thread(
+            target=lambda: built.append(
+                build({"name": "mnist", "root": str(tmp_path), "download": True})
+            )
+        )
+        reader.start()
+        reader.join(timeout=1.0)
+        assert reader.is_alive() and not built
+    reader.join(timeout=30)
+    assert len(built) == 1 and len(built[0].test) == 10
+
+
 def test_mnist_missing_files_is_a_user_error(tmp_path: Path) -> None:
     with pytest.raises(UserError, match=r"data\.download=true"):
         build({"name": "mnist", "root": str(tmp_path / "empty")})

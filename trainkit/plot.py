@@ -126,3 +126,58 @@ def _legend(axis: Any, labels: list[str], colours: list[str]) -> None:
         Line2D([], [], color="grey", marker="*", linestyle="", markersize=9, label="test"),
     ]
     axis.legend(handles=handles, fontsize=8, loc="best")
+
+
+def plot_sweep(directory: Path, out: Path) -> list[str]:
+    """A sweep's metric against each searched parameter, one panel each: completed
+    trials as dots, pruned ones (their last report) as crosses, the best one starred."""
+    import csv
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import yaml
+
+    from trainkit.sweep import SWEEP_FILE, TRIALS_FILE, SweepSpec
+
+    spec = SweepSpec.model_validate(yaml.safe_load((directory / SWEEP_FILE).read_text()))
+    with (directory / TRIALS_FILE).open() as handle:
+        rows = [row for row in csv.DictReader(handle) if row[spec.metric]]
+    if not rows:
+        raise UserError(f"plot: no trial of {directory} has reported {spec.metric} yet.")
+    keys = list(spec.space)
+    figure, axes = plt.subplots(1, len(keys), figsize=(4.6 * len(keys), 3.8), squeeze=False)
+    for axis, key in zip(axes[0], keys, strict=True):
+        parameter = spec.space[key]
+        choices = [
+            yaml.safe_dump(c, default_flow_style=True).strip().removesuffix("...").strip()
+            for c in parameter.choice or []
+        ]
+        for state, marker in (("complete", "o"), ("pruned", "x")):
+            points = [
+                (choices.index(r[key]) if choices else float(r[key]), float(r[spec.metric]))
+                for r in rows
+                if r["state"] == state
+            ]
+            if points:
+                axis.plot(*zip(*points, strict=True), marker, linestyle="", label=state)
+        complete = [r for r in rows if r["state"] == "complete"]
+        if complete:
+            best = complete[0]  # trials.csv lists the best first
+            x = choices.index(best[key]) if choices else float(best[key])
+            axis.plot([x], [float(best[spec.metric])], "*", markersize=14, label="best")
+        if choices:
+            axis.set_xticks(range(len(choices)), choices)
+        elif parameter.log:
+            axis.set_xscale("log")
+        axis.set_xlabel(key)
+        axis.set_ylabel(spec.metric)
+        axis.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=8)
+    figure.suptitle(f"sweep {spec.name}: {len(rows)} trials")
+    figure.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(out, dpi=110)
+    plt.close(figure)
+    return keys

@@ -27,7 +27,7 @@ from trainkit.files import atomic_write_bytes
 CONFIG_FILE = "config.yaml"
 STATUS_FILE = "run.json"
 LOCK_FILE = ".lock"
-Status = Literal["running", "completed", "early_stopped", "interrupted", "failed"]
+Status = Literal["running", "completed", "early_stopped", "interrupted", "failed", "pruned"]
 
 
 def discard_run_dir(run_dir: Path, made_here: bool) -> None:

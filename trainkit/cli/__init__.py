@@ -14,7 +14,16 @@ import sys
 from trainkit.cli.app import app
 
 # Importing a command module registers its commands; `--help` lists them in this order.
-for _module in ("training", "scoring", "predict", "export", "runs", "plot", "components"):
+for _module in (
+    "training",
+    "scoring",
+    "predict",
+    "export",
+    "sweep",
+    "runs",
+    "plot",
+    "components",
+):
     importlib.import_module(f"trainkit.cli.{_module}")
 
 __all__ = ["app", "main"]

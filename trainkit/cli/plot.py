@@ -32,7 +32,8 @@ def plot(
     from trainkit.errors import UserError
     from trainkit.files import check_writable
     from trainkit.listing import find_runs
-    from trainkit.plot import FORMATS, plot_runs
+    from trainkit.plot import FORMATS, plot_runs, plot_sweep
+    from trainkit.sweep import is_sweep
 
     check_writable(out, "--out")
     if out.suffix.lower() not in FORMATS:
@@ -42,6 +43,10 @@ def plot(
             "plot needs matplotlib, which trainkit installs as its `plot` extra: pip install "
             "'trainkit[plot]' (from a clone: pip install -e '.[plot]')."
         )
+    if len(runs) == 1 and is_sweep(runs[0]):  # a sweep: its metric against each parameter
+        drawn = plot_sweep(runs[0], out)
+        say(f"{', '.join(drawn)} of sweep {runs[0]}: {out}")
+        return
     found = []
     for path in runs:
         inside = find_runs(path) if path.is_dir() else []

@@ -28,9 +28,14 @@ def runs(
     from trainkit.console import clock, say
     from trainkit.errors import UserError
     from trainkit.listing import list_runs
+    from trainkit.sweep import TRIALS_FILE, results_table
 
     if not root.is_dir():
         raise UserError(f"runs: {root} is not a folder; pass the folder that holds your runs.")
+    if not as_json and (root / TRIALS_FILE).is_file():  # a sweep: its trials, best first
+        for line in results_table(root):
+            say(line)
+        return
     found = list_runs(root, name)
     if as_json:
         typer.echo(json.dumps([run.as_dict() for run in found], indent=2))

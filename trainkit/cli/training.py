@@ -68,7 +68,17 @@ def resume(
     quiet: Quiet = False,
     nproc: Nproc = 1,
 ) -> None:
-    """Continue an interrupted run exactly where it stopped (--set trainer.epochs=N to extend)."""
+    """Continue an interrupted run or sweep where it stopped (--set trainer.epochs=N extends)."""
+    from trainkit.sweep import is_sweep
+
+    if is_sweep(path):
+        from trainkit.cli.sweep import run_sweep
+        from trainkit.sweep import reopen
+
+        if overrides or unsets or nproc > 1:
+            raise UserError("resume of a sweep takes no --set, --unset or --nproc.")
+        run_sweep(reopen(path, quiet), path, quiet)
+        return
     if nproc > 1:
         options = as_arguments(overrides, unsets)
         _launch(nproc, ["resume", str(path), *options, *["-q"] * quiet])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import fcntl
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pydantic import Field
@@ -34,9 +36,16 @@ class CIFAR10Params(TorchvisionParams):
 
 
 def _open(cls: Any, params: TorchvisionParams, train: bool) -> Any:
-    """One split through torchvision, with its errors turned into advice."""
+    """One split through torchvision, with its errors turned into advice. A download
+    holds a lock in data.root, so processes that start together (torchrun's ranks, a
+    sweep's trials) fetch the files once, one after the other, instead of over each other."""
     try:
-        return cls(root=params.root, train=train, download=params.download)
+        if not params.download:
+            return cls(root=params.root, train=train, download=False)
+        Path(params.root).mkdir(parents=True, exist_ok=True)
+        with (Path(params.root) / ".download.lock").open("a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            return cls(root=params.root, train=train, download=True)
     except (RuntimeError, OSError) as exc:
         hint = (
             "or set data.download=true to fetch them"

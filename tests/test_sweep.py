@@ -1,0 +1,165 @@
+"""trainkit sweep: trials as ordinary runs, pruning, a study that survives being stopped."""
+
+from __future__ import annotations
+
+import csv
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import tiny_experiment
+from trainkit.checkpoint import load
+from trainkit.sweep import check_space, read_spec
+
+# Seed 3 visits the grid as good, good, bad, good, bad, bad (lr 1e-7 learns nothing): with
+# two trials at a time, every bad one reports its first epoch after a good one completed.
+SWEEP = {
+    "name": "search",
+    "base": "experiment.yaml",
+    "metric": "val/accuracy",
+    "trials": 6,
+    "parallel": 2,
+    "sampler": "grid",
+    "startup_trials": 1,
+    "seed": 3,
+    "space": {
+        "optimizer.lr": {"choice": [1.0e-7, 0.3]},
+        "model.hidden": {"choice": [[8], [16], [32]]},
+    },
+}
+
+
+@pytest.fixture
+def sweep_file(write_config, tmp_path: Path) -> Path:
+    write_config(
+        tiny_experiment(trainer={"epochs": 4}, logging={"log_every_steps": 5, "tensorboard": False})
+    )
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump(SWEEP))
+    return path
+
+
+def trials(directory: Path) -> list[dict[str, str]]:
+    with (directory / "trials.csv").open() as handle:
+        return list(csv.DictReader(handle))
+
+
+@pytest.mark.slow
+def test_a_sweep_prunes_the_hopeless_and_its_best_config_retrains_alike(
+    cli, sweep_file: Path, tmp_path: Path
+) -> None:
+    result = cli("sweep", sweep_file)
+    assert result.exit_code == 0, result.output
+    directory = tmp_path / "checkpoints" / "search"
+    rows = trials(directory)
+    assert len(rows) == 6 and {r["state"] for r in rows} <= {"complete", "pruned"}
+    pruned = [r for r in rows if r["state"] == "pruned"]
+    assert pruned and all(r["optimizer.lr"] == "1.0e-07" for r in pruned)
+    completed = [r for r in rows if r["state"] == "complete"]
+    assert float(completed[0]["val/accuracy"]) == max(float(r["val/accuracy"]) for r in completed)
+    assert "pruned at epoch" in result.stdout and "best config" in result.stdout
+    # every trial is a normal run directory, and a pruned one says so
+    for row in rows:
+        run = directory / f"trial-{int(row['trial']):04d}"
+        assert load(run / "last.pt")["config"]["optimizer"]["lr"] == float(row["optimizer.lr"])
+    listed = json.loads(cli("runs", directory, "--json").stdout)
+    assert sorted(r["status"] for r in listed).count("pruned") == len(pruned)
+    assert cli("runs", directory).stdout.splitlines()[1].startswith(completed[0]["trial"])
+    # best.yaml is the best trial's resolved config; trained again, it scores the same
+    best = directory / "best.yaml"
+    assert best.read_text().startswith(f"# best trial {completed[0]['trial']} of sweep search")
+    again = cli("train", best, "--run-dir", tmp_path / "again", "-q")
+    assert again.exit_code == 0, again.output
+    final = [json.loads(x) for x in (tmp_path / "again" / "metrics.jsonl").read_text().splitlines()]
+    last_val = [r["val/accuracy"] for r in final if "val/accuracy" in r][-1]
+    assert last_val == pytest.approx(float(completed[0]["val/accuracy"]), abs=1e-6)
+    assert cli("plot", directory, "--out", tmp_path / "sweep.png").exit_code == 0
+    assert (tmp_path / "sweep.png").stat().st_size > 10_000
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
+def test_a_stopped_sweep_continues_without_repeating_trials(
+    sig: int, cli, sweep_file: Path, tmp_path: Path
+) -> None:
+    """Stopped (SIGTERM: its trials stop with it) or killed (SIGKILL: its trials go on
+    alone) once two trials have finished; `trainkit resume SWEEP_DIR` completes it."""
+    directory = tmp_path / "checkpoints" / "search"
+    command = [sys.executable, "-m", "trainkit", "sweep", str(sweep_file), "-q"]
+    coordinator = subprocess.Popen(command, cwd=tmp_path)
+    deadline = time.monotonic() + 120
+    while len([r for r in _rows(directory) if r["state"] in ("complete", "pruned")]) < 2:
+        assert coordinator.poll() is None and time.monotonic() < deadline
+        time.sleep(0.1)
+    done = [r["trial"] for r in _rows(directory) if r["state"] in ("complete", "pruned")]
+    last = {t: directory / f"trial-{int(t):04d}" / "last.pt" for t in done}
+    finished = {trial: path.stat().st_mtime_ns for trial, path in last.items()}
+    coordinator.send_signal(sig)
+    code = coordinator.wait(timeout=120)
+    assert code == (143 if sig == signal.SIGTERM else -signal.SIGKILL)
+    result = cli("resume", directory, "-q")
+    assert result.exit_code == 0, result.output
+    rows = trials(directory)
+    assert len(rows) == 6 and all(r["state"] in ("complete", "pruned") for r in rows)
+    for trial, mtime in finished.items():  # finished trials were not run again
+        assert (directory / f"trial-{int(trial):04d}" / "last.pt").stat().st_mtime_ns == mtime
+
+
+def _rows(directory: Path) -> list[dict[str, str]]:
+    return trials(directory) if (directory / "trials.csv").is_file() else []
+
+
+@pytest.mark.parametrize(
+    ("space", "expected"),
+    [
+        ({"optimizer.lr": {"float": [0.0, 1.0]}}, "optimizer.lr = 0.0 does not make a valid"),
+        ({"optimizer.lrr": {"float": [0.1, 1.0]}}, "unknown key 'lrr'; did you mean 'lr'?"),
+        ({"model.activation": {"choice": ["relu", "gelu"]}}, "model.activation = gelu"),
+        ({"optimizer.lr": {"float": [0.0, 1.0], "log": True}}, "log: true needs a numeric range"),
+        ({"optimizer.lr": {"float": [0.5, 0.1]}}, "low must be below high"),
+        ({"optimizer.lr": {"float": [0.1, 0.5]}, "model.hidden": {"choice": [[8]]}}, None),
+    ],
+)
+def test_every_point_of_the_space_is_checked_before_anything_runs(
+    space: dict, expected: str | None, cli, sweep_file: Path, tmp_path: Path
+) -> None:
+    spec = dict(SWEEP, space=space, sampler="grid" if expected is None else "tpe")
+    sweep_file.write_text(yaml.safe_dump(spec))
+    result = cli("sweep", sweep_file)
+    assert result.exit_code == 2, result.output
+    if expected is None:
+        expected = "sampler: grid needs every parameter of the space as a choice"
+    assert expected in result.stderr and "Traceback" not in result.output
+    assert not (tmp_path / "checkpoints").exists()
+
+
+def test_without_the_sweep_extra_it_says_how_to_install_it(
+    cli, sweep_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import importlib.util
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "optuna" else find_spec(name, *a),
+    )
+    result = cli("sweep", sweep_file)
+    assert result.exit_code == 2 and "pip install 'trainkit[sweep]'" in result.stderr
+    assert not (tmp_path / "checkpoints").exists()
+
+
+SHIPPED = sorted((Path(__file__).parents[1] / "sweeps").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=[p.stem for p in SHIPPED])
+def test_shipped_sweeps_are_valid_at_every_point(path: Path) -> None:
+    spec, base = read_spec(path)
+    check_space(spec, base, spec.base)
+    assert spec.trials >= 1

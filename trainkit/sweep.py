@@ -1,0 +1,527 @@
+"""`trainkit sweep`: a hyperparameter search on Optuna, with trials as ordinary runs.
+
+A sweep file names an experiment (`base:`), the metric to optimize and a search space of
+config keys. Every point of the space is validated before anything runs. Each trial is
+a plain `trainkit train` process on the base config with the trial's values `--set`,
+in a normal run directory under the sweep's: evaluable, plottable and resumable like
+any run. `parallel` trials run at a time; the coordinator reads each trial's
+metrics.jsonl as it grows, reports every epoch's metric to Optuna, and prunes a hopeless
+trial with SIGTERM (it writes last.pt and stops, like any stopped run). Nothing in the
+training loop knows about Optuna.
+
+The study lives in the sweep directory as Optuna's journal file, so a sweep that was
+stopped or killed continues where it was: finished trials stay finished, trials that
+were running resume exactly (or, if their process outlived the coordinator, are
+followed until they end). trials.csv and best.yaml are rewritten as trials finish.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from trainkit.console import say, warn
+from trainkit.errors import UserError, shown
+from trainkit.files import atomic_write_bytes
+from trainkit.runs import CONFIG_FILE, RunLock, mark_ended, read_status
+from trainkit.tracking import read_records
+
+SWEEP_FILE, BASE_FILE, STUDY_FILE = "sweep.yaml", "base.yaml", "study.journal"
+TRIALS_FILE, BEST_FILE, LOGS = "trials.csv", "best.yaml", "logs"
+METRICS = ("val/accuracy", "val/loss", "train/accuracy", "train/loss", "test/accuracy", "test/loss")
+POLL_SECONDS = 0.3
+
+
+class Parameter(BaseModel):
+    """One searched key: `{float: [low, high], log: true}`, `{int: [low, high]}` or
+    `{choice: [a, b, ...]}`."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    float_range: tuple[float, float] | None = Field(None, alias="float")
+    int_range: tuple[int, int] | None = Field(None, alias="int")
+    choice: list[Any] | None = Field(None, min_length=1)
+    log: bool = Field(False, description="Sample on a log scale (float and int only).")
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Parameter:
+        kinds = [k for k in (self.float_range, self.int_range, self.choice) if k is not None]
+        if len(kinds) != 1:
+            raise ValueError(
+                "give exactly one of float: [low, high], int: [low, high], choice: [...]"
+            )
+        bounds = self.float_range or self.int_range
+        if bounds is not None and not bounds[0] < bounds[1]:
+            raise ValueError(f"low must be below high (got {list(bounds)})")
+        if self.log and (bounds is None or bounds[0] <= 0):
+            raise ValueError("log: true needs a numeric range with low > 0")
+        return self
+
+    def points(self) -> list[Any]:
+        """The values that validating the space tries: both ends, or every choice."""
+        return (
+            self.choice
+            if self.choice is not None
+            else list(self.float_range or self.int_range or ())
+        )
+
+    def distribution(self) -> Any:
+        from optuna.distributions import (
+            CategoricalDistribution,
+            FloatDistribution,
+            IntDistribution,
+        )
+
+        if self.float_range is not None:
+            return FloatDistribution(*self.float_range, log=self.log)
+        if self.int_range is not None:
+            return IntDistribution(*self.int_range, log=self.log)
+        return CategoricalDistribution([_as_yaml(c) for c in self.choice or []])
+
+
+class SweepSpec(BaseModel):
+    """A sweep file."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", description="The sweep's name.")
+    base: str = Field(description="The experiment file to tune, relative to the sweep file.")
+    metric: Literal[METRICS] = Field(description="What to optimize: val/accuracy, val/loss, ...")  # type: ignore[valid-type]
+    direction: Literal["maximize", "minimize"] | None = Field(
+        None, description="null: maximize an accuracy, minimize a loss."
+    )
+    trials: int = Field(ge=1, description="Trials in all, counting finished ones.")
+    parallel: int = Field(1, ge=1, description="Trials at a time, each its own process.")
+    sampler: Literal["tpe", "random", "grid"] = "tpe"
+    pruner: Literal["median", "none"] = "median"
+    startup_trials: int = Field(
+        3, ge=0, description="Trials that always run in full before pruning begins."
+    )
+    warmup_epochs: int = Field(
+        1, ge=0, description="Epochs every trial runs before it can be pruned."
+    )
+    seed: int = Field(0, ge=0, description="Seeds the sampler.")
+    space: dict[str, Parameter] = Field(min_length=1, description="Config key -> its range.")
+
+    @model_validator(mode="after")
+    def _settle(self) -> SweepSpec:
+        if self.direction is None:
+            self.direction = "maximize" if self.metric.endswith("accuracy") else "minimize"
+        if self.sampler == "grid" and any(p.choice is None for p in self.space.values()):
+            raise ValueError("sampler: grid needs every parameter of the space as a choice")
+        return self
+
+
+def _as_yaml(value: Any) -> str | int | float | bool | None:
+    """A choice as Optuna can store it: plain scalars as they are, the rest as YAML."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return yaml.safe_dump(value, default_flow_style=True).strip()
+
+
+def _from_optuna(parameter: Parameter, value: Any) -> Any:
+    if parameter.choice is not None and isinstance(value, str):
+        for choice in parameter.choice:
+            if _as_yaml(choice) == value:
+                return choice
+    return value
+
+
+def _text(value: Any) -> str:
+    """A value as YAML in one line: 0.01, [256, 256], relu."""
+    return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
+
+
+def _set(key: str, value: Any) -> str:
+    return f"{key}={_text(value)}"
+
+
+def read_spec(path: Path) -> tuple[SweepSpec, dict[str, Any]]:
+    """The sweep file and the resolved base config it names (its bases merged)."""
+    from trainkit.layers import read_layers, read_yaml
+
+    raw = read_yaml(path)
+    try:
+        spec = SweepSpec.model_validate(raw)
+    except ValidationError as exc:
+        lines = [f"{path} is not a valid sweep file:"]
+        for error in exc.errors(include_url=False):
+            where = ".".join(str(part) for part in error["loc"]) or "(top level)"
+            lines.append(f"  {where}: {error['msg'].removeprefix('Value error, ')}.")
+        raise UserError("\n".join(lines)) from None
+    base = path.parent / spec.base
+    return spec, read_layers(base, [])
+
+
+def check_space(spec: SweepSpec, base: dict[str, Any], source: str) -> None:
+    """Validate the config at every end of every range and every choice (the other keys
+    at their first value), so no trial fails on a value the schema refuses."""
+    from trainkit.layers import CommandLine, resolve
+
+    firsts = {key: p.points()[0] for key, p in spec.space.items()}
+    for key, parameter in spec.space.items():
+        for point in parameter.points():
+            sets = [_set(k, point if k == key else v) for k, v in firsts.items()]
+            try:
+                resolve(base, CommandLine(sets), source)
+            except UserError as exc:
+                problem = next(
+                    (line.strip() for line in str(exc).splitlines()[1:] if line.startswith("  ")),
+                    str(exc),
+                )
+                raise UserError(
+                    f"space: {key} = {shown(point)} does not make a valid experiment: "
+                    f"{problem} Narrow the range or fix the choice; nothing was run."
+                ) from None
+
+
+@dataclass
+class Active:
+    """A trial that is training: our child process, or one adopted from an earlier run."""
+
+    number: int
+    trial_id: int
+    run_dir: Path
+    process: subprocess.Popen[bytes] | None  # None: adopted, followed through its files
+    reported: set[int] = field(default_factory=set)
+    pruning: bool = False
+
+
+class Sweep:
+    """The coordinator of one sweep directory."""
+
+    def __init__(self, spec: SweepSpec, directory: Path, quiet: bool) -> None:
+        import optuna
+        from optuna.storages import JournalStorage
+        from optuna.storages.journal import JournalFileBackend
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        self.spec, self.dir, self.quiet = spec, directory, quiet
+        self.space = {key: p.distribution() for key, p in spec.space.items()}
+        storage = JournalStorage(JournalFileBackend(str(directory / STUDY_FILE)))
+        self.study = optuna.create_study(
+            storage=storage,
+            study_name=spec.name,
+            direction=spec.direction,
+            load_if_exists=True,
+            sampler=self._sampler(),
+            pruner=(
+                optuna.pruners.MedianPruner(spec.startup_trials, spec.warmup_epochs)
+                if spec.pruner == "median"
+                else optuna.pruners.NopPruner()
+            ),
+        )
+        self.active: dict[int, Active] = {}
+        self.lock: RunLock | None = None
+
+    def _sampler(self) -> Any:
+        import optuna
+
+        spec = self.spec
+        if spec.sampler == "grid":
+
+            class Grid(optuna.samplers.GridSampler):
+                """Optuna's grid, minus its habit of stopping the study once every point
+                is taken: Optuna allows that only inside study.optimize, and the
+                coordinator counts the trials itself."""
+
+                def after_trial(self, *args: Any) -> None:
+                    return None
+
+            grid = {k: [_as_yaml(c) for c in p.choice or []] for k, p in spec.space.items()}
+            return Grid(grid, seed=spec.seed)
+        if spec.sampler == "random":
+            return optuna.samplers.RandomSampler(seed=spec.seed)
+        return optuna.samplers.TPESampler(seed=spec.seed)
+
+    def note(self, text: str) -> None:
+        if not self.quiet:
+            say(text)
+
+    def run(self, received: Any) -> int | None:
+        """Run trials until the study has `trials` finished ones; the stop signal if one
+        came (the running trials are stopped, to be resumed next time)."""
+        self._adopt_running()
+        while True:
+            if received() is not None:
+                self._stop_all()
+                return received()
+            for active in list(self.active.values()):
+                self._follow(active)
+            finished = sum(t.state.is_finished() for t in self.study.trials)
+            if finished >= self.spec.trials and not self.active:
+                return None
+            grid_done = self.spec.sampler == "grid" and self._grid_exhausted()
+            if (
+                finished + len(self.active) < self.spec.trials
+                and len(self.active) < self.spec.parallel
+                and not grid_done
+            ):
+                self._start_trial()
+                continue
+            if grid_done and not self.active:
+                return None
+            time.sleep(POLL_SECONDS)
+
+    def _grid_exhausted(self) -> bool:
+        total = 1
+        for parameter in self.spec.space.values():
+            total *= len(parameter.choice or [])
+        return len(self.study.trials) >= total
+
+    def _trial_dir(self, number: int) -> Path:
+        return self.dir / f"trial-{number:04d}"
+
+    def _start_trial(self) -> None:
+        trial = self.study.ask(self.space)
+        self.active[trial.number] = Active(
+            trial.number, trial._trial_id, self._trial_dir(trial.number), None
+        )
+        self._train(self.active[trial.number], trial.params)
+        self.write_results()  # trainkit runs SWEEP_DIR shows it as running
+
+    def _train(self, active: Active, params: dict[str, Any]) -> None:
+        """Start (or start again) a trial's run from the base config and its values."""
+        values = {k: _from_optuna(self.spec.space[k], v) for k, v in params.items()}
+        sets = [_set(key, value) for key, value in values.items()]
+        self.note(f"trial {active.number} started: " + ", ".join(sets))
+        command = ["train", str(self.dir / BASE_FILE), "--run-dir", str(active.run_dir), "-q"]
+        command += [arg for item in sets for arg in ("--set", item)]
+        active.process = self._launch(command, active.number)
+
+    def _launch(self, command: list[str], number: int) -> subprocess.Popen[bytes]:
+        (self.dir / LOGS).mkdir(exist_ok=True)
+        log = (self.dir / LOGS / f"trial-{number:04d}.log").open("ab")
+        env = dict(os.environ)
+        slot = len(self.active)
+        gpus = _cuda_devices()
+        if gpus:  # one device per process
+            env["CUDA_VISIBLE_DEVICES"] = str(gpus[slot % len(gpus)])
+        else:  # share the cores
+            env.setdefault(
+                "OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // self.spec.parallel))
+            )
+        argv = [sys.executable, "-m", "trainkit", *command]
+        return subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env)
+
+    def _adopt_running(self) -> None:
+        """Trials left running by an earlier coordinator: follow, resume or restart them."""
+        from optuna.trial import TrialState
+
+        for frozen in self.study.trials:
+            if frozen.state != TrialState.RUNNING:
+                continue
+            run_dir = self._trial_dir(frozen.number)
+            active = Active(
+                frozen.number, frozen._trial_id, run_dir, None, set(frozen.intermediate_values)
+            )
+            if run_dir.is_dir() and _locked(run_dir):
+                self.note(f"trial {frozen.number}: still training in another process; following it")
+            elif run_dir.is_dir() and _status(run_dir) in ("completed", "early_stopped"):
+                pass  # it ended after the coordinator did: _follow records it
+            elif run_dir.is_dir() and any(run_dir.glob("*.pt")):
+                self.note(f"trial {frozen.number}: resuming where it stopped")
+                active.process = self._launch(["resume", str(run_dir), "-q"], frozen.number)
+            else:  # stopped before it wrote anything: start it again
+                shutil.rmtree(run_dir, ignore_errors=True)
+                self._train(active, frozen.params)
+            self.active[frozen.number] = active
+
+    def _follow(self, active: Active) -> None:
+        """Report new epochs, prune when Optuna says so, and record a trial that ended."""
+        import optuna
+
+        trial = optuna.trial.Trial(self.study, active.trial_id)
+        records = read_records(active.run_dir)
+        metric = self.spec.metric
+        for record in records:
+            epoch = int(record["epoch"])
+            if active.pruning:
+                break  # what a pruned trial logs while it stops is not reported
+            if record["scope"] == "epoch" and metric in record and epoch not in active.reported:
+                trial.report(float(record[metric]), epoch)
+                active.reported.add(epoch)
+                if not active.pruning and trial.should_prune():
+                    active.pruning = True
+                    value = f"{metric} {record[metric]:.4f}"
+                    self.note(f"trial {active.number} pruned at epoch {epoch} ({value})")
+                    if active.process is not None:
+                        active.process.send_signal(signal.SIGTERM)
+        if active.process is not None:
+            if active.process.poll() is None:
+                return
+        elif _locked(active.run_dir):
+            return
+        del self.active[active.number]
+        self._record_end(active, records)
+
+    def _record_end(self, active: Active, records: list[dict[str, Any]]) -> None:
+        from optuna.trial import TrialState
+
+        metric = self.spec.metric
+        values = [float(r[metric]) for r in records if metric in r]
+        status = _status(active.run_dir)
+        if active.pruning:
+            self.study.tell(active.number, state=TrialState.PRUNED)
+            mark_ended(active.run_dir, "pruned")
+        elif status in ("completed", "early_stopped") and values:
+            self.study.tell(active.number, values[-1])
+            self.note(f"trial {active.number} completed: {metric} {values[-1]:.4f}")
+        else:
+            self.study.tell(active.number, state=TrialState.FAIL)
+            log = self.dir / LOGS / f"trial-{active.number:04d}.log"
+            why = _last_error(log)
+            warn(f"trial {active.number} failed ({status}){': ' + why if why else ''}; see {log}")
+        self.write_results()
+
+    def _stop_all(self) -> None:
+        """Stop our trials gracefully (each writes last.pt); they stay RUNNING in the study."""
+        for active in self.active.values():
+            if active.process is not None and active.process.poll() is None:
+                active.process.send_signal(signal.SIGTERM)
+        for active in self.active.values():
+            if active.process is not None:
+                active.process.wait()
+
+    def write_results(self) -> None:
+        """trials.csv (one row per trial, completed ones best first) and best.yaml (the
+        best trial's resolved config, ready to train)."""
+        spec, rows = self.spec, []
+        for trial in self.study.trials:
+            value = trial.value
+            if value is None and trial.intermediate_values:  # pruned: its last report
+                value = trial.intermediate_values[max(trial.intermediate_values)]
+            params = {k: _from_optuna(spec.space[k], v) for k, v in trial.params.items()}
+            rows.append((trial.number, trial.state.name.lower(), value, params))
+        sign = -1 if spec.direction == "maximize" else 1
+        rows.sort(key=lambda r: (r[1] != "complete", sign * r[2] if r[1] == "complete" else r[0]))
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(["trial", "state", spec.metric, *spec.space])
+        for number, state, value, params in rows:
+            shown_value = "" if value is None else f"{value:.6g}"
+            writer.writerow(
+                [number, state, shown_value, *(_text(params.get(k)) for k in spec.space)]
+            )
+        atomic_write_bytes(self.dir / TRIALS_FILE, buffer.getvalue().encode())
+        best = next((row for row in rows if row[1] == "complete" and row[2] is not None), None)
+        if best is not None:
+            config = (self._trial_dir(best[0]) / CONFIG_FILE).read_text()
+            header = f"# best trial {best[0]} of sweep {spec.name}: {spec.metric} {best[2]:.6g}\n"
+            atomic_write_bytes(self.dir / BEST_FILE, (header + config).encode())
+
+
+def results_table(directory: Path) -> list[str]:
+    """trials.csv as aligned text, best first (what `trainkit runs SWEEP_DIR` shows)."""
+    with (directory / TRIALS_FILE).open() as handle:
+        table = [[_short(cell) for cell in row] for row in csv.reader(handle) if row]
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
+    return [
+        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in table
+    ]
+
+
+def _short(cell: str) -> str:
+    """A sampled float in four significant digits (trials.csv keeps every digit)."""
+    try:
+        number = float(cell)
+    except ValueError:
+        return cell
+    return cell if number.is_integer() else f"{number:.4g}"
+
+
+def is_sweep(directory: Path) -> bool:
+    return (directory / SWEEP_FILE).is_file() and (directory / STUDY_FILE).is_file()
+
+
+def _cuda_devices() -> list[int]:
+    import importlib.util
+
+    if importlib.util.find_spec("torch") is None or "CUDA_VISIBLE_DEVICES" in os.environ:
+        return []
+    import torch
+
+    return list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+
+
+def _locked(run_dir: Path) -> bool:
+    """Whether a live process holds the run (it is training)."""
+    try:
+        RunLock(run_dir).acquire().release()
+    except UserError:
+        return True
+    except OSError:
+        return False
+    return False
+
+
+def _status(run_dir: Path) -> str:
+    sessions = read_status(run_dir)["sessions"]
+    return str(sessions[-1].get("status", "unknown")) if sessions else "never started"
+
+
+def _last_error(log: Path) -> str:
+    try:
+        lines = [line for line in log.read_text().splitlines() if line.startswith("error:")]
+    except OSError:
+        return ""
+    return shown(lines[-1].removeprefix("error: ")) if lines else ""
+
+
+def start(path: Path, directory: Path | None, quiet: bool) -> tuple[Sweep, Path]:
+    """Check a sweep file and open (or create) its directory and study."""
+    spec, base = read_spec(path)
+    check_space(spec, base, str(path.parent / spec.base))
+    target = directory or Path("checkpoints") / spec.name
+    return _open(spec, base, target, quiet, new_file=path)
+
+
+def reopen(directory: Path, quiet: bool) -> Sweep:
+    """The sweep in `directory`, as it was started (`trainkit resume SWEEP_DIR`)."""
+    spec, _ = read_spec(directory / SWEEP_FILE)
+    sweep, _ = _open(spec, None, directory, quiet, new_file=None)
+    return sweep
+
+
+def _open(
+    spec: SweepSpec, base: dict[str, Any] | None, target: Path, quiet: bool, new_file: Path | None
+) -> tuple[Sweep, Path]:
+    import importlib.util
+
+    from trainkit.files import check_writable
+
+    if importlib.util.find_spec("optuna") is None:
+        raise UserError(
+            "sweep needs Optuna, which trainkit installs as its `sweep` extra: pip install "
+            "'trainkit[sweep]' (from a clone: pip install -e '.[sweep]')."
+        )
+    check_writable(target, "--dir", folder=True)
+    stored = target / SWEEP_FILE
+    if stored.is_file() and new_file is not None:
+        previous = yaml.safe_load(stored.read_text())
+        if previous.get("space") != yaml.safe_load(new_file.read_text()).get("space"):
+            raise UserError(
+                f"{target} holds a sweep with another search space; continuing it with this "
+                "file would mix two searches. Pass --dir for a new sweep directory."
+            )
+    target.mkdir(parents=True, exist_ok=True)
+    if base is not None and not stored.is_file():
+        spec_data = spec.model_dump(mode="json", by_alias=True, exclude_none=True)
+        spec_data["base"] = BASE_FILE  # the resolved base, saved beside it
+        atomic_write_bytes(stored, yaml.safe_dump(spec_data, sort_keys=False).encode())
+        atomic_write_bytes(target / BASE_FILE, yaml.safe_dump(base, sort_keys=False).encode())
+    sweep = Sweep(spec, target, quiet)
+    sweep.lock = RunLock(target).acquire()  # one coordinator per sweep
+    return sweep, target
