@@ -81,6 +81,13 @@ def test_a_sweep_prunes_the_hopeless_and_its_best_config_retrains_alike(
     assert last_val == pytest.approx(float(completed[0]["val/accuracy"]), abs=1e-6)
     assert cli("plot", directory, "--out", tmp_path / "sweep.png").exit_code == 0
     assert (tmp_path / "sweep.png").stat().st_size > 10_000
+    # the same command again finds the sweep done; more trials in the file extend it
+    assert cli("sweep", sweep_file, "-q").exit_code == 0 and len(trials(directory)) == 6
+    sweep_file.write_text(yaml.safe_dump(dict(SWEEP, trials=7, sampler="random")))
+    assert cli("sweep", sweep_file, "-q").exit_code == 0 and len(trials(directory)) == 7
+    sweep_file.write_text(yaml.safe_dump(dict(SWEEP, space={"optimizer.lr": {"choice": [0.1]}})))
+    changed = cli("sweep", sweep_file, "-q")
+    assert changed.exit_code == 2 and "another search space" in changed.stderr
 
 
 @pytest.mark.slow

@@ -485,19 +485,20 @@ def start(path: Path, directory: Path | None, quiet: bool) -> tuple[Sweep, Path]
     spec, base = read_spec(path)
     check_space(spec, base, str(path.parent / spec.base))
     target = directory or Path("checkpoints") / spec.name
-    return _open(spec, base, target, quiet, new_file=path)
+    return _open(spec, base, target, quiet)
 
 
 def reopen(directory: Path, quiet: bool) -> Sweep:
     """The sweep in `directory`, as it was started (`trainkit resume SWEEP_DIR`)."""
     spec, _ = read_spec(directory / SWEEP_FILE)
-    sweep, _ = _open(spec, None, directory, quiet, new_file=None)
+    sweep, _ = _open(spec, None, directory, quiet)
     return sweep
 
 
 def _open(
-    spec: SweepSpec, base: dict[str, Any] | None, target: Path, quiet: bool, new_file: Path | None
+    spec: SweepSpec, base: dict[str, Any] | None, target: Path, quiet: bool
 ) -> tuple[Sweep, Path]:
+    """`base` is given when the sweep is started from its file, None when reopened."""
     import importlib.util
 
     from trainkit.files import check_writable
@@ -509,19 +510,20 @@ def _open(
         )
     check_writable(target, "--dir", folder=True)
     stored = target / SWEEP_FILE
-    if stored.is_file() and new_file is not None:
-        previous = yaml.safe_load(stored.read_text())
-        if previous.get("space") != yaml.safe_load(new_file.read_text()).get("space"):
+    if stored.is_file() and base is not None:
+        previous = SweepSpec.model_validate(yaml.safe_load(stored.read_text()))
+        if previous.space != spec.space:
             raise UserError(
                 f"{target} holds a sweep with another search space; continuing it with this "
                 "file would mix two searches. Pass --dir for a new sweep directory."
             )
     target.mkdir(parents=True, exist_ok=True)
-    if base is not None and not stored.is_file():
+    if base is not None:  # the file's settings (trials, parallel, ...) hold from now on
         spec_data = spec.model_dump(mode="json", by_alias=True, exclude_none=True)
         spec_data["base"] = BASE_FILE  # the resolved base, saved beside it
         atomic_write_bytes(stored, yaml.safe_dump(spec_data, sort_keys=False).encode())
-        atomic_write_bytes(target / BASE_FILE, yaml.safe_dump(base, sort_keys=False).encode())
+        if not (target / BASE_FILE).is_file():  # every trial tunes the base it began with
+            atomic_write_bytes(target / BASE_FILE, yaml.safe_dump(base, sort_keys=False).encode())
     sweep = Sweep(spec, target, quiet)
     sweep.lock = RunLock(target).acquire()  # one coordinator per sweep
     return sweep, target
