@@ -14,7 +14,9 @@ from tests.disk_datasets import write_cifar10, write_image_folder, write_mnist
 from trainkit import recipe
 from trainkit.checkpoint import load
 from trainkit.config import validate
+from trainkit.errors import UserError
 from trainkit.models.mlp import Activation
+from trainkit.optim import parameter_groups
 from trainkit.registry import DATASETS, LOSSES, MODELS, OPTIMIZERS, SCHEDULERS, load_components
 
 
@@ -57,6 +59,17 @@ MODEL_CASES = {
     "mlp": (
         {"name": "mlp", "hidden": [8], "dropout": 0.1, "init": "scaled"},
         SYNTHETIC,
+        "cross_entropy",
+    ),
+    "convnet": (
+        {
+            "name": "convnet",
+            "conv": [{"channels": 4, "kernel": 3, "padding": 1}, {"channels": 6, "pool": 1}],
+            "hidden": [8],
+            "batch_norm": True,
+            "dropout": 0.2,
+        },
+        {"name": "mnist", "root": "mnist", "batch_size": 8},
         "cross_entropy",
     ),
     "linear": ({"name": "linear"}, REGRESSION, "mse"),
@@ -120,6 +133,97 @@ def test_lenet_pooling_first_computes_the_textbook_network(activation: str) -> N
     (grad_ours,) = torch.autograd.grad(ours.square().sum(), conv1.weight)
     (grad_theirs,) = torch.autograd.grad(theirs.square().sum(), conv1.weight)
     torch.testing.assert_close(grad_ours, grad_theirs)
+
+
+def test_convnet_is_the_network_its_config_describes() -> None:
+    """Nielsen's chapter 6 network with dropout: two conv-pool stages, two FC-1000."""
+    params = validate(
+        tiny_experiment(
+            model={
+                "name": "convnet",
+                "conv": [{"channels": 20}, {"channels": 40}],
+                "hidden": [1000, 1000],
+                "dropout": 0.5,
+            }
+        )
+    ).model
+    net = MODELS.build(params, (1, 28, 28), 10)
+    kinds = [type(layer).__name__ for layer in net]
+    assert kinds == [
+        *["Conv2d", "MaxPool2d", "ReLU"] * 2,
+        "Flatten",
+        *["Dropout", "Linear", "ReLU"] * 2,
+        "Dropout",
+        "Linear",
+    ]
+    linears = [layer for layer in net if isinstance(layer, torch.nn.Linear)]
+    assert [(x.in_features, x.out_features) for x in linears] == [
+        (640, 1000),
+        (1000, 1000),
+        (1000, 10),
+    ]
+    assert net(torch.randn(2, 1, 28, 28)).shape == (2, 10)
+    too_deep = validate(
+        tiny_experiment(model={"name": "convnet", "conv": [{"channels": 4, "kernel": 11}] * 2})
+    ).model
+    with pytest.raises(UserError, match="conv stage 2 of 2 leaves no pixels"):
+        MODELS.build(too_deep, (1, 28, 28), 10)
+
+
+@pytest.mark.parametrize(("init", "weight_std"), [("normal", 1.0), ("scaled", 784**-0.5)])
+def test_mlp_starts_from_nielsens_initializations(init: str, weight_std: float) -> None:
+    params = validate(tiny_experiment(model={"name": "mlp", "hidden": [300], "init": init})).model
+    first = MODELS.build(params, (1, 28, 28), 10)[1]
+    assert first.weight.std().item() == pytest.approx(weight_std, rel=0.02)
+    assert first.bias.std().item() == pytest.approx(1.0, rel=0.2)
+
+
+def test_nielsens_costs_are_his_sums_over_outputs() -> None:
+    """half_sum is C = 1/2 ||y - a||^2 per image, sum is -sum[y ln a + (1-y) ln(1-a)]
+    per image, both averaged over the mini-batch: K/2 and K times PyTorch's means."""
+    from trainkit.data.memory import DataInfo
+
+    info = DataInfo((1, 28, 28), 10, tuple("0123456789"))
+    outputs, targets = torch.rand(6, 10), torch.tensor([0, 3, 9, 1, 1, 7])
+    y = torch.nn.functional.one_hot(targets, 10).float()
+
+    def loss(name: str, reduction: str) -> torch.Tensor:
+        params = validate(tiny_experiment(loss={"name": name, "reduction": reduction})).loss
+        return LOSSES.build(params, info).loss(outputs, targets)
+
+    quadratic = (0.5 * ((y - outputs) ** 2).sum(dim=1)).mean()
+    torch.testing.assert_close(loss("mse", "half_sum"), quadratic)
+    torch.testing.assert_close(loss("mse", "mean"), quadratic / 5)
+    a = outputs.sigmoid()
+    cross_entropy = -(y * a.log() + (1 - y) * (1 - a).log()).sum(dim=1).mean()
+    torch.testing.assert_close(loss("bce", "sum"), cross_entropy)
+    torch.testing.assert_close(loss("bce", "mean"), cross_entropy / 10)
+
+
+def test_weight_decay_can_leave_biases_and_norm_layers_alone() -> None:
+    """With decay_biases_and_norms: false, a step with zero gradients shrinks only the
+    weight matrices and kernels."""
+    model = {"name": "convnet", "conv": [{"channels": 3}], "hidden": [5], "batch_norm": True}
+    for everything in (True, False):
+        optimizer = {
+            "name": "sgd",
+            "lr": 0.5,
+            "momentum": 0.0,
+            "weight_decay": 0.1,
+            "decay_biases_and_norms": everything,
+        }
+        config = validate(tiny_experiment(model=model, optimizer=optimizer))
+        module = MODELS.build(config.model, (1, 28, 28), 10)
+        torch.nn.init.constant_(module[1].weight, 2.0)  # the batch norm's scale
+        before = {name: p.detach().clone() for name, p in module.named_parameters()}
+        sgd = OPTIMIZERS.build(config.optimizer, parameter_groups(module, config.optimizer))
+        for p in module.parameters():
+            p.grad = torch.zeros_like(p)
+        sgd.step()
+        for name, p in module.named_parameters():
+            shrunk = everything or p.ndim > 1
+            expected = before[name] * (0.95 if shrunk else 1.0)
+            torch.testing.assert_close(p.detach(), expected, msg=name)
 
 
 DATASET_CASES = {

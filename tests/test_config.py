@@ -10,14 +10,30 @@ from trainkit.config import config_model, to_dict, validate
 from trainkit.errors import UserError
 from trainkit.layers import load_config
 
-CONFIGS = sorted((Path(__file__).parents[1] / "configs").glob("*.yaml"))
+SHIPPED = Path(__file__).parents[1] / "configs"
+CONFIGS = sorted(SHIPPED.rglob("*.yaml"))
 
 
-@pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
+@pytest.mark.parametrize("path", CONFIGS, ids=[str(p.relative_to(SHIPPED)) for p in CONFIGS])
 def test_shipped_configs_are_valid(path: Path) -> None:
     config = load_config(path)
     assert config.name
     assert to_dict(config)["model"]["name"] == config.model.name
+
+
+def test_nielsen_configs_follow_the_books_protocol() -> None:
+    """50,000 images to train on, 10,000 held out to choose the epoch by, one config for
+    each row of the table that benchmarks/nielsen.py reruns."""
+    import runpy
+
+    rows = runpy.run_path(str(SHIPPED.parent / "benchmarks" / "nielsen.py"))["ROWS"]
+    assert sorted(p.stem for p in (SHIPPED / "nielsen").glob("*.yaml")) == sorted(
+        r[0] for r in rows
+    )
+    for path in (SHIPPED / "nielsen").glob("*.yaml"):
+        config = load_config(path)
+        assert round(60_000 * config.data.val_fraction) == 10_000, path
+        assert config.checkpoint.monitor == "val/accuracy" and config.data.name == "mnist"
 
 
 def test_defaults_are_filled_in() -> None:

@@ -60,6 +60,17 @@ def test_a_download_waits_for_one_under_way_in_the_same_root(tmp_path: Path) -> 
     assert len(built) == 1 and len(built[0].test) == 10
 
 
+def test_pixels_can_stay_in_the_unit_interval(tmp_path: Path) -> None:
+    """standardize: false feeds pixels / 255, as Nielsen's networks take them."""
+    write_mnist(tmp_path, n_train=20, n_test=10)
+    for standardize, mean, std in ((True, 0.1307, 0.3081), (False, 0.0, 1.0)):
+        data = build({"name": "mnist", "root": str(tmp_path), "standardize": standardize})
+        transform = BatchTransform(torch.device("cpu"), mean=data.mean, std=data.std)
+        pixels = transform(data.test.inputs, train=False)
+        expected = (data.test.inputs.float() / 255 - mean) / std
+        torch.testing.assert_close(pixels, expected)
+
+
 def test_mnist_missing_files_is_a_user_error(tmp_path: Path) -> None:
     with pytest.raises(UserError, match=r"data\.download=true"):
         build({"name": "mnist", "root": str(tmp_path / "empty")})

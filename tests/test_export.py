@@ -22,6 +22,11 @@ MODELS = {
     "linear": ({"name": "linear"}, {**SYNTHETIC, "name": "synthetic_linear"}, "mse"),
     "logistic": ({"name": "logistic"}, SYNTHETIC, "bce"),
     "lenet": ({"name": "lenet"}, {"name": "mnist", "root": "mnist"}, "cross_entropy"),
+    "convnet": (
+        {"name": "convnet", "conv": [{"channels": 4}], "hidden": [8], "batch_norm": True},
+        {"name": "mnist", "root": "mnist", "standardize": False},
+        "cross_entropy",
+    ),
     "resnet34": ({"name": "resnet34"}, {"name": "cifar10", "root": "cifar"}, "cross_entropy"),
     "torchvision": (
         {"name": "torchvision", "arch": "mobilenet_v3_small"},

@@ -124,6 +124,21 @@ def test_resumed_config_is_the_stored_one(reference: Path) -> None:
     assert validate(stored).checkpoint.every_steps == 50
 
 
+def test_a_resume_cannot_regroup_the_optimizer(cli, write_config, tmp_path: Path) -> None:
+    """Decay groups decide the optimizer state's layout: changing them on resume is
+    refused before anything is written, with the way to start from the weights."""
+    run = tmp_path / "run"
+    assert cli("train", write_config(trainer={"epochs": 1}), "--run-dir", run, "-q").exit_code == 0
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    args = ("--set", "trainer.epochs=2", "--set", "optimizer.decay_biases_and_norms=false")
+    result = cli("resume", run, *args)
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert "decay_biases_and_norms and model.freeze cannot change" in result.stderr
+    assert f"--set model.init_from={run / 'last.pt'}" in result.stderr
+    after = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    assert after == before
+
+
 def test_another_world_size_needs_a_completed_epoch(cli, write_config, tmp_path: Path) -> None:
     """A mid-epoch checkpoint of a 2-process run, whose epoch file is gone, cannot be
     continued by one process: the error says how to resume it instead."""

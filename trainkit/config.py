@@ -235,6 +235,8 @@ def _walk(root: type[BaseModel], loc: tuple[Any, ...]) -> tuple[list[str], list[
             models = tagged
             continue
         path.append(str(part))
+        if isinstance(part, int):  # an item of a list of models: still those models
+            continue
         fields = [m.model_fields[part] for m in models if part in m.model_fields]
         models = [m for f in fields for m in _models_in(f.annotation)]
     return path, models

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field
 
@@ -75,29 +75,58 @@ def cross_entropy(params: CrossEntropyParams, data: DataInfo) -> Objective:
     return Objective(loss, _argmax, lambda outputs: outputs.softmax(dim=1))
 
 
-@register_loss("mse")
-def mse(params: LossParams, data: DataInfo) -> Objective:
-    """Mean squared error: regression, or Nielsen's quadratic cost on one-hot class targets."""
+class MSEParams(LossParams):
+    reduction: Literal["mean", "half_sum"] = Field(
+        "mean",
+        description="mean: over outputs and batch (PyTorch's); half_sum: 1/2 x the sum over "
+        "outputs, mean over the batch (Nielsen's quadratic cost; with K outputs its gradients "
+        "are K/2 times larger, so the same steps take a K/2 times smaller lr).",
+    )
+
+
+class BCEParams(LossParams):
+    reduction: Literal["mean", "sum"] = Field(
+        "mean",
+        description="mean: over outputs and batch (PyTorch's); sum: summed over outputs, mean "
+        "over the batch (Nielsen's cross-entropy cost; with K outputs its gradients are K "
+        "times larger, so the same steps take a K times smaller lr).",
+    )
+
+
+def _per_sample(losses: Tensor, reduction: str) -> Tensor:
+    """Reduce an elementwise (batch, outputs) loss: a mean over both, or a (halved) sum
+    over the outputs of each sample, then a mean over the batch."""
+    if reduction == "mean":
+        return losses.mean()
+    total = losses.sum(dim=1).mean()
+    return total / 2 if reduction == "half_sum" else total
+
+
+@register_loss("mse", MSEParams)
+def mse(params: MSEParams, data: DataInfo) -> Objective:
+    """Squared error: regression, or Nielsen's quadratic cost on one-hot class targets."""
     import torch.nn.functional as F
 
     if data.num_classes is None:
 
         def regression(outputs: Tensor, targets: Tensor) -> Tensor:
             _check_width("mse", outputs, (targets.shape[1],), "one value per target")
-            return F.mse_loss(outputs, targets)
+            errors = F.mse_loss(outputs, targets, reduction="none")
+            return _per_sample(errors, params.reduction)
 
         return Objective(regression)
     classes = data.num_classes
 
     def quadratic(outputs: Tensor, targets: Tensor) -> Tensor:
         _check_width("mse", outputs, (classes,), "one output per class")
-        return F.mse_loss(outputs, F.one_hot(targets, classes).to(outputs.dtype))
+        one_hot = F.one_hot(targets, classes).to(outputs.dtype)
+        return _per_sample(F.mse_loss(outputs, one_hot, reduction="none"), params.reduction)
 
     return Objective(quadratic, _argmax)
 
 
-@register_loss("bce")
-def bce(params: LossParams, data: DataInfo) -> Objective:
+@register_loss("bce", BCEParams)
+def bce(params: BCEParams, data: DataInfo) -> Objective:
     """Binary cross-entropy on logits: one logit for two classes, or one per class."""
     import torch
     import torch.nn.functional as F
@@ -108,10 +137,11 @@ def bce(params: LossParams, data: DataInfo) -> Objective:
     def loss(outputs: Tensor, targets: Tensor) -> Tensor:
         _check_width("bce", outputs, widths, "logits")
         if outputs.shape[1] == 1:
-            return F.binary_cross_entropy_with_logits(outputs[:, 0], targets.to(outputs.dtype))
-        return F.binary_cross_entropy_with_logits(
-            outputs, F.one_hot(targets, classes).to(outputs.dtype)
-        )
+            targets = targets.to(outputs.dtype).unsqueeze(1)
+        else:
+            targets = F.one_hot(targets, classes).to(outputs.dtype)
+        losses = F.binary_cross_entropy_with_logits(outputs, targets, reduction="none")
+        return _per_sample(losses, params.reduction)
 
     def predict(outputs: Tensor) -> Tensor:
         return (outputs[:, 0] > 0).long() if outputs.shape[1] == 1 else outputs.argmax(dim=1)

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     import torch
     from torch.optim.lr_scheduler import LRScheduler
 
-    Parameters = Iterable[torch.nn.Parameter]
+    Parameters = Iterable[torch.nn.Parameter] | Iterable[dict]
 
 
 class SGDParams(OptimizerParams):
@@ -54,6 +54,19 @@ class RMSpropParams(OptimizerParams):
     alpha: float = Field(0.99, gt=0, lt=1, description="Smoothing of the squared gradient.")
     eps: float = Field(1e-8, gt=0, description="Added to the denominator for stability.")
     momentum: float = Field(0.0, ge=0, lt=1, description="Momentum.")
+
+
+def parameter_groups(module: torch.nn.Module, params: OptimizerParams) -> list[dict]:
+    """The trainable parameters as optimizer groups: one group, or, without decay on
+    biases and norms, the one-dimensional parameters apart with weight_decay 0."""
+    trainable = [p for p in module.parameters() if p.requires_grad]
+    if params.decay_biases_and_norms:
+        return [{"params": trainable}]
+    groups = [
+        {"params": [p for p in trainable if p.ndim > 1]},
+        {"params": [p for p in trainable if p.ndim <= 1], "weight_decay": 0.0},
+    ]
+    return [group for group in groups if group["params"]]
 
 
 @register_optimizer("sgd", SGDParams)

@@ -36,6 +36,7 @@ from trainkit.errors import RunFailed, UserError, write_failed
 from trainkit.files import check_writable
 from trainkit.finetune import build_model, count_parameters, load_initial_weights
 from trainkit.losses import Objective
+from trainkit.optim import parameter_groups
 from trainkit.registry import DATASETS, LOSSES, OPTIMIZERS, SCHEDULERS, plugin_origins
 from trainkit.runs import (
     RunLock,
@@ -141,8 +142,7 @@ def build(
     val_batches = _eval_batches(data, "val", config, world, device, transform)
     _probe(module, objective, val_batches, config, input_shape)
 
-    trainable = [p for p in module.parameters() if p.requires_grad]
-    optimizer = OPTIMIZERS.build(config.optimizer, trainable)
+    optimizer = OPTIMIZERS.build(config.optimizer, parameter_groups(module, config.optimizer))
     steps_per_epoch = math.ceil(len(train_batches) / trainer.accumulate_steps)
     scheduler = (
         SCHEDULERS.build(config.scheduler, optimizer, steps_per_epoch, trainer.epochs)

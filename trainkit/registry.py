@@ -99,6 +99,12 @@ class OptimizerParams(Params):
 
     lr: float = Field(0.01, gt=0, description="Learning rate.")
     weight_decay: float = Field(0.0, ge=0, description="L2 penalty on the weights.")
+    decay_biases_and_norms: bool = Field(
+        True,
+        description="Apply weight_decay to biases and normalization layers too (PyTorch's "
+        "default); false decays only the weight matrices and kernels (every parameter with "
+        "more than one dimension), as Nielsen's book and most modern recipes do.",
+    )
 
 
 class SchedulerParams(Params):

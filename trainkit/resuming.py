@@ -86,6 +86,7 @@ def resume(path: Path, command_line: CommandLine | None = None, quiet: bool = Fa
             if not world.is_main:  # rank 0 carries the epoch's sums over all ranks
                 state.sums.zero_()
                 state.seen = 0
+            _check_optimizer_fits(parts, payload, found.path)
             load_weights(parts.module, payload, found.path)
             if parts.scaler is not None and payload["scaler"] is not None:
                 parts.scaler.load_state_dict(payload["scaler"])
@@ -139,6 +140,19 @@ def _last_completed_epoch(found: ckpt.Found, stored_world: int, world_size: int)
         "learning-rate schedule re-planned for the new batches per epoch; not bit-exact."
     )
     return found
+
+
+def _check_optimizer_fits(parts: Parts, payload: dict[str, Any], path: Path) -> None:
+    """The stored optimizer state must match the groups this config builds."""
+    stored = [len(group["params"]) for group in payload["optimizer"]["param_groups"]]
+    built = [len(group["params"]) for group in parts.optimizer.param_groups]
+    if stored != built:
+        raise UserError(
+            f"{path} holds optimizer state for parameter groups of {stored} tensors, but this "
+            f"config builds groups of {built}: optimizer.decay_biases_and_norms and "
+            "model.freeze cannot change when a run resumes. Resume without that change, or "
+            f"start a new run from these weights with --set model.init_from={path}."
+        )
 
 
 def _restore_augmentation(parts: Parts, saved: dict[str, Any]) -> None:

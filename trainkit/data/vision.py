@@ -21,6 +21,17 @@ CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 class TorchvisionParams(DatasetParams):
     root: str = Field("data", description="Folder torchvision reads (and downloads) into.")
     download: bool = Field(False, description="Download the files if they are missing.")
+    standardize: bool = Field(
+        True,
+        description="Shift and scale pixels by the dataset's per-channel mean and std; "
+        "false: pixels as they are, scaled to [0, 1] (the input of Nielsen's networks).",
+    )
+
+    def pixel_stats(self, mean: tuple[float, ...], std: tuple[float, ...]) -> dict:
+        """The mean and std the batches are normalized with."""
+        if self.standardize:
+            return {"mean": mean, "std": std}
+        return {"mean": (0.0,) * len(mean), "std": (1.0,) * len(std)}
 
 
 class MNISTParams(TorchvisionParams):
@@ -76,8 +87,7 @@ def mnist(params: MNISTParams, seed: int) -> InMemoryDataset:
         val=val,
         test=Split(test.data.unsqueeze(1).contiguous(), test.targets.long()),
         info=DataInfo((1, 28, 28), 10, tuple(train.classes)),
-        mean=MNIST_MEAN,
-        std=MNIST_STD,
+        **params.pixel_stats(MNIST_MEAN, MNIST_STD),
         augment=PadCrop(padding=2, flip=False) if params.augment else False,
     )
 
@@ -101,7 +111,6 @@ def cifar10(params: CIFAR10Params, seed: int) -> InMemoryDataset:
         val=val,
         test=as_split(test),
         info=DataInfo((3, 32, 32), 10, tuple(train.classes)),
-        mean=CIFAR10_MEAN,
-        std=CIFAR10_STD,
+        **params.pixel_stats(CIFAR10_MEAN, CIFAR10_STD),
         augment=params.augment,
     )

@@ -5,6 +5,6 @@ dimension) and the number of outputs, and returns an `nn.Module` producing logit
 regression values).
 """
 
-from trainkit.models import lenet, mlp, regression, resnet, zoo
+from trainkit.models import convnet, lenet, mlp, regression, resnet, zoo
 
-__all__ = ["lenet", "mlp", "regression", "resnet", "zoo"]
+__all__ = ["convnet", "lenet", "mlp", "regression", "resnet", "zoo"]

@@ -25,10 +25,10 @@ class MLPParams(ModelParams):
         "none", description="sigmoid for Nielsen's quadratic-cost network; none gives logits."
     )
     dropout: float = Field(0.0, ge=0, lt=1, description="Dropout after each hidden layer.")
-    init: Literal["default", "scaled"] = Field(
+    init: Literal["default", "normal", "scaled"] = Field(
         "default",
-        description="default: PyTorch's; scaled: weights N(0, 1/fan_in), biases N(0, 1) "
-        "(Nielsen, chapter 3).",
+        description="default: PyTorch's; normal: weights and biases N(0, 1) (Nielsen, "
+        "chapter 1); scaled: weights N(0, 1/fan_in), biases N(0, 1) (Nielsen, chapter 3).",
     )
 
 
@@ -47,8 +47,9 @@ def mlp(params: MLPParams, input_shape: tuple[int, ...], num_outputs: int) -> nn
     layers: list[nn.Module] = [nn.Flatten()]
     for i, (fan_in, fan_out) in enumerate(itertools.pairwise(sizes)):
         linear = nn.Linear(fan_in, fan_out)
-        if params.init == "scaled":
-            nn.init.normal_(linear.weight, std=1.0 / math.sqrt(fan_in))
+        if params.init != "default":
+            std = 1.0 / math.sqrt(fan_in) if params.init == "scaled" else 1.0
+            nn.init.normal_(linear.weight, std=std)
             nn.init.normal_(linear.bias, std=1.0)
         layers.append(linear)
         if i < len(params.hidden):
