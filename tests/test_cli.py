@@ -6,7 +6,9 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 
+from tests.conftest import tiny_experiment
 from trainkit.checkpoint import load
 
 
@@ -199,6 +201,13 @@ def test_ls_and_schema_include_plugins(cli, tmp_path: Path) -> None:
     assert '"tk_ls_loss"' in cli("schema", "--plugin", "tk_ls_plugin").stdout
     missing = cli("ls", "--plugin", "tk_no_such_plugin")
     assert missing.exit_code == 2 and "cannot import 'tk_no_such_plugin'" in missing.stderr
+    # a key given to a component without parameters is named as such
+    config = tmp_path / "plugged.yaml"
+    loss = {"name": "tk_ls_loss", "smoothing": 0.1}
+    config.write_text(yaml.safe_dump(tiny_experiment(plugins=["tk_ls_plugin"], loss=loss)))
+    wrong = cli("validate", config)
+    assert wrong.exit_code == 2
+    assert "loss: unknown key 'smoothing'; tk_ls_loss takes no parameters" in wrong.stderr
 
 
 def test_schema_is_json_with_every_component(cli) -> None:
