@@ -15,7 +15,7 @@ import yaml
 
 from tests.conftest import tiny_experiment
 from trainkit.checkpoint import load
-from trainkit.sweep import check_space, read_spec
+from trainkit.sweep import check_space, free_device, read_spec
 
 # Seed 3 visits the grid as good, good, bad, good, bad, bad (lr 1e-7 learns nothing): with
 # two trials at a time, every bad one reports its first epoch after a good one completed.
@@ -170,3 +170,11 @@ def test_shipped_sweeps_are_valid_at_every_point(path: Path) -> None:
     spec, base = read_spec(path)
     check_space(spec, base, spec.base)
     assert spec.trials >= 1
+
+
+def test_a_new_trial_gets_a_gpu_no_running_trial_holds() -> None:
+    """Trial 0 ended on GPU 0 while trial 1 still runs on GPU 1: the next goes to 0."""
+    assert free_device([0, 1], [1]) == 0
+    assert free_device([0, 1], [None]) == 0  # an adopted trial's device is unknown
+    assert free_device([0, 1, 2], [0, 2]) == 1
+    assert free_device([0, 1], [0, 1, 1]) == 0  # more trials than GPUs: the least loaded

@@ -197,6 +197,7 @@ class Active:
     process: subprocess.Popen[bytes] | None  # None: adopted, followed through its files
     reported: set[int] = field(default_factory=set)
     pruning: bool = False
+    device: int | None = None  # the GPU it was given, if any
 
 
 class Sweep:
@@ -299,16 +300,17 @@ class Sweep:
         self.note(f"trial {active.number} started: " + ", ".join(sets))
         command = ["train", str(self.dir / BASE_FILE), "--run-dir", str(active.run_dir), "-q"]
         command += [arg for item in sets for arg in ("--set", item)]
-        active.process = self._launch(command, active.number)
+        active.process = self._launch(command, active)
 
-    def _launch(self, command: list[str], number: int) -> subprocess.Popen[bytes]:
+    def _launch(self, command: list[str], active: Active) -> subprocess.Popen[bytes]:
         (self.dir / LOGS).mkdir(exist_ok=True)
-        log = (self.dir / LOGS / f"trial-{number:04d}.log").open("ab")
+        log = (self.dir / LOGS / f"trial-{active.number:04d}.log").open("ab")
         env = dict(os.environ)
-        slot = len(self.active)
         gpus = _cuda_devices()
-        if gpus:  # one device per process
-            env["CUDA_VISIBLE_DEVICES"] = str(gpus[slot % len(gpus)])
+        if gpus:  # one device per process: one no other running trial holds
+            held = [a.device for a in self.active.values() if a is not active]
+            active.device = free_device(gpus, held)
+            env["CUDA_VISIBLE_DEVICES"] = str(active.device)
         else:  # share the cores
             env.setdefault(
                 "OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // self.spec.parallel))
@@ -333,7 +335,7 @@ class Sweep:
                 pass  # it ended after the coordinator did: _follow records it
             elif run_dir.is_dir() and any(run_dir.glob("*.pt")):
                 self.note(f"trial {frozen.number}: resuming where it stopped")
-                active.process = self._launch(["resume", str(run_dir), "-q"], frozen.number)
+                active.process = self._launch(["resume", str(run_dir), "-q"], active)
             else:  # stopped before it wrote anything: start it again
                 shutil.rmtree(run_dir, ignore_errors=True)
                 self._train(active, frozen.params)
@@ -353,7 +355,7 @@ class Sweep:
             if record["scope"] == "epoch" and metric in record and epoch not in active.reported:
                 trial.report(float(record[metric]), epoch)
                 active.reported.add(epoch)
-                if not active.pruning and trial.should_prune():
+                if trial.should_prune():
                     active.pruning = True
                     value = f"{metric} {record[metric]:.4f}"
                     self.note(f"trial {active.number} pruned at epoch {epoch} ({value})")
@@ -444,6 +446,11 @@ def _short(cell: str) -> str:
 
 def is_sweep(directory: Path) -> bool:
     return (directory / SWEEP_FILE).is_file() and (directory / STUDY_FILE).is_file()
+
+
+def free_device(gpus: list[int], held: list[int | None]) -> int:
+    """The least-used GPU: a free one while there is one."""
+    return min(gpus, key=lambda gpu: (held.count(gpu), gpu))
 
 
 def _cuda_devices() -> list[int]:
