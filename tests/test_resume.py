@@ -139,6 +139,28 @@ def test_a_resume_cannot_regroup_the_optimizer(cli, write_config, tmp_path: Path
     assert after == before
 
 
+@pytest.mark.parametrize(
+    ("change", "said"),
+    [
+        ("optimizer.name=adam", "trained with optimizer sgd, and this resume asks for adam"),
+        ("scheduler.name=onecycle", "scheduler cosine, and this resume asks for onecycle"),
+        ("scheduler=null", "scheduler cosine, and this resume asks for null"),
+    ],
+)
+def test_a_resume_keeps_its_optimizer_and_scheduler(
+    cli, write_config, tmp_path: Path, change: str, said: str
+) -> None:
+    """Another optimizer or scheduler would read the stored state of this one (Adam
+    fails on SGD's, one-cycle on cosine's): refused, and nothing written."""
+    run = tmp_path / "run"
+    assert cli("train", write_config(trainer={"epochs": 1}), "--run-dir", run, "-q").exit_code == 0
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    result = cli("resume", run, "--set", "trainer.epochs=2", "--set", change)
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert said in result.stderr and f"--set model.init_from={run / 'last.pt'}" in result.stderr
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
+
+
 def test_another_world_size_needs_a_completed_epoch(cli, write_config, tmp_path: Path) -> None:
     """A mid-epoch checkpoint of a 2-process run, whose epoch file is gone, cannot be
     continued by one process: the error says how to resume it instead."""
