@@ -236,20 +236,24 @@ def test_an_unreadable_image_in_the_folder_is_named(tmp_path: Path) -> None:
         build({"name": "image_folder", "root": str(root), "workers": 0})
 
 
-def test_mnist_augment_shifts_digits_by_up_to_two_pixels_without_flipping(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("settings", "shift"), [({}, 2), ({"max_shift": 1}, 1)])
+def test_mnist_augment_shifts_digits_by_up_to_max_shift_without_flipping(
+    tmp_path: Path, settings: dict, shift: int
+) -> None:
     from trainkit.data.batching import augmentation
 
     write_mnist(tmp_path, n_train=20, n_test=5)
     plain = build({"name": "mnist", "root": str(tmp_path)})
     assert augmentation(plain) is None
-    shifted = build({"name": "mnist", "root": str(tmp_path), "augment": True})
-    assert augmentation(shifted) == PadCrop(padding=2, flip=False)
+    shifted = build({"name": "mnist", "root": str(tmp_path), "augment": True, **settings})
+    assert augmentation(shifted) == PadCrop(padding=shift, flip=False)
     identity = BatchTransform(torch.device("cpu"), augment=augmentation(shifted))
     images = shifted.train.inputs[:8]
-    padded = torch.nn.functional.pad(images, (2, 2, 2, 2))
+    padded = torch.nn.functional.pad(images, (shift,) * 4)
     moved = 0
+    span = range(2 * shift + 1)
     for image, source in zip(identity(images, train=True), padded, strict=True):
-        windows = [source[:, y : y + 28, x : x + 28] for y in range(5) for x in range(5)]
+        windows = [source[:, y : y + 28, x : x + 28] for y in span for x in span]
         assert any(torch.equal(image, w) for w in windows)  # a shift, never a mirror image
-        moved += not torch.equal(image, source[:, 2:30, 2:30])
+        moved += not torch.equal(image, source[:, shift : shift + 28, shift : shift + 28])
     assert moved >= 4

@@ -37,8 +37,15 @@ class TorchvisionParams(DatasetParams):
 class MNISTParams(TorchvisionParams):
     augment: bool = Field(
         False,
-        description="Shift training digits at random by up to 2 pixels each way (no flips): "
-        "the 'expanded training data' of Nielsen's book, drawn afresh every epoch.",
+        description="Shift training digits at random by up to max_shift pixels each way (no "
+        "flips): the 'expanded training data' of Nielsen's book, drawn afresh every epoch.",
+    )
+    max_shift: int = Field(
+        2,
+        ge=1,
+        le=8,
+        description="The largest shift of augment, in pixels, each way and independently "
+        "along both axes (Nielsen's book shifts by 1).",
     )
 
 
@@ -88,7 +95,7 @@ def mnist(params: MNISTParams, seed: int) -> InMemoryDataset:
         test=Split(test.data.unsqueeze(1).contiguous(), test.targets.long()),
         info=DataInfo((1, 28, 28), 10, tuple(train.classes)),
         **params.pixel_stats(MNIST_MEAN, MNIST_STD),
-        augment=PadCrop(padding=2, flip=False) if params.augment else False,
+        augment=PadCrop(padding=params.max_shift, flip=False) if params.augment else False,
     )
 
 
