@@ -146,6 +146,24 @@ def test_every_point_of_the_space_is_checked_before_anything_runs(
     assert not (tmp_path / "checkpoints").exists()
 
 
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (None, "Pass the path of a sweep file (YAML)"),
+        ("- a list", "must hold a mapping of sections (name, base, metric, space, ...)"),
+    ],
+)
+def test_a_missing_or_shapeless_sweep_file_is_named_as_one(
+    text: str | None, expected: str, cli, tmp_path: Path
+) -> None:
+    path = tmp_path / "search.yaml"
+    if text is not None:
+        path.write_text(text)
+    result = cli("sweep", path)
+    assert result.exit_code == 2 and expected in result.stderr
+    assert "experiment" not in result.stderr and "Traceback" not in result.output
+
+
 def test_without_the_sweep_extra_it_says_how_to_install_it(
     cli, sweep_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

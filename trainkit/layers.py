@@ -82,14 +82,17 @@ def resolve(
     return validate(raw, source, search, origins, command_line.origins())
 
 
-def read_yaml(path: Path) -> dict[str, Any]:
-    """One YAML file as a dict, or a UserError saying why it cannot be read."""
+def read_yaml(
+    path: Path, kind: str = "an experiment", sections: str = "name, model, data"
+) -> dict[str, Any]:
+    """One YAML file as a dict, or a UserError saying why it cannot be read; `kind` and
+    `sections` name what the file should be, for the messages."""
     if not path.is_file():
-        raise UserError(f"config file not found: {path}. Pass the path of a YAML experiment file.")
+        raise UserError(f"config file not found: {path}. Pass the path of {kind} file (YAML).")
     try:
         raw = yaml.safe_load(path.read_text())
     except UnicodeDecodeError:
-        raise UserError(f"{path} is not a text file; an experiment file is YAML text.") from None
+        raise UserError(f"{path} is not a text file; {kind} file is YAML text.") from None
     except yaml.YAMLError as exc:
         where = ""
         mark = getattr(exc, "problem_mark", None)
@@ -98,7 +101,7 @@ def read_yaml(path: Path) -> dict[str, Any]:
         problem = getattr(exc, "problem", None) or str(exc)
         raise UserError(f"{path} is not valid YAML{where}: {shown(problem)}.") from None
     if not isinstance(raw, dict):
-        raise UserError(f"{path} must hold a mapping of sections (name, model, data, ...).")
+        raise UserError(f"{path} must hold a mapping of sections ({sections}, ...).")
     return raw
 
 

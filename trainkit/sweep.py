@@ -152,7 +152,7 @@ def read_spec(path: Path) -> tuple[SweepSpec, dict[str, Any]]:
     """The sweep file and the resolved base config it names (its bases merged)."""
     from trainkit.layers import read_layers, read_yaml
 
-    raw = read_yaml(path)
+    raw = read_yaml(path, "a sweep", "name, base, metric, space")
     try:
         spec = SweepSpec.model_validate(raw)
     except ValidationError as exc:
