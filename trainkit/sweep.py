@@ -36,9 +36,10 @@ from trainkit.console import say, warn
 from trainkit.errors import UserError, shown
 from trainkit.files import atomic_write_bytes
 from trainkit.runs import CONFIG_FILE, RunLock, mark_ended, read_status
-from trainkit.tracking import read_records
+from trainkit.tracking import METRICS_FILE, read_records
 
 SWEEP_FILE, BASE_FILE, STUDY_FILE = "sweep.yaml", "base.yaml", "study.journal"
+STUDY_LOCK = STUDY_FILE + ".lock"  # the lock Optuna's journal file takes while it writes
 TRIALS_FILE, BEST_FILE, LOGS = "trials.csv", "best.yaml", "logs"
 METRICS = ("val/accuracy", "val/loss", "train/accuracy", "train/loss", "test/accuracy", "test/loss")
 POLL_SECONDS = 0.3
@@ -198,6 +199,7 @@ class Active:
     reported: set[int] = field(default_factory=set)
     pruning: bool = False
     device: int | None = None  # the GPU it was given, if any
+    seen: tuple[int, int] | None = None  # metrics.jsonl's (size, mtime) when last read
 
 
 class Sweep:
@@ -211,7 +213,8 @@ class Sweep:
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         self.spec, self.dir, self.quiet = spec, directory, quiet
         self.space = {key: p.distribution() for key, p in spec.space.items()}
-        storage = JournalStorage(JournalFileBackend(str(directory / STUDY_FILE)))
+        journal = (directory / STUDY_FILE).absolute()  # Optuna's lock links to it: no dangling
+        storage = JournalStorage(JournalFileBackend(str(journal)))
         self.study = optuna.create_study(
             storage=storage,
             study_name=spec.name,
@@ -342,9 +345,18 @@ class Sweep:
             self.active[frozen.number] = active
 
     def _follow(self, active: Active) -> None:
-        """Report new epochs, prune when Optuna says so, and record a trial that ended."""
+        """Report new epochs, prune when Optuna says so, and record a trial that ended.
+        The metrics file is read only when it changed, or once more when the trial ends."""
         import optuna
 
+        if active.process is not None:
+            ended = active.process.poll() is not None
+        else:
+            ended = not _locked(active.run_dir)
+        stamp = _stamp(active.run_dir / METRICS_FILE)
+        if stamp == active.seen and not ended:
+            return
+        active.seen = stamp
         trial = optuna.trial.Trial(self.study, active.trial_id)
         records = read_records(active.run_dir)
         metric = self.spec.metric
@@ -361,13 +373,9 @@ class Sweep:
                     self.note(f"trial {active.number} pruned at epoch {epoch} ({value})")
                     if active.process is not None:
                         active.process.send_signal(signal.SIGTERM)
-        if active.process is not None:
-            if active.process.poll() is None:
-                return
-        elif _locked(active.run_dir):
-            return
-        del self.active[active.number]
-        self._record_end(active, records)
+        if ended:
+            del self.active[active.number]
+            self._record_end(active, records)
 
     def _record_end(self, active: Active, records: list[dict[str, Any]]) -> None:
         from optuna.trial import TrialState
@@ -463,6 +471,15 @@ def _cuda_devices() -> list[int]:
     return list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
 
 
+def _stamp(path: Path) -> tuple[int, int] | None:
+    """A file's size and modification time, or None while it does not exist."""
+    try:
+        status = path.stat()
+    except OSError:
+        return None
+    return status.st_size, status.st_mtime_ns
+
+
 def _locked(run_dir: Path) -> bool:
     """Whether a live process holds the run (it is training)."""
     try:
@@ -525,12 +542,21 @@ def _open(
                 "file would mix two searches. Pass --dir for a new sweep directory."
             )
     target.mkdir(parents=True, exist_ok=True)
-    if base is not None:  # the file's settings (trials, parallel, ...) hold from now on
-        spec_data = spec.model_dump(mode="json", by_alias=True, exclude_none=True)
-        spec_data["base"] = BASE_FILE  # the resolved base, saved beside it
-        atomic_write_bytes(stored, yaml.safe_dump(spec_data, sort_keys=False).encode())
-        if not (target / BASE_FILE).is_file():  # every trial tunes the base it began with
-            atomic_write_bytes(target / BASE_FILE, yaml.safe_dump(base, sort_keys=False).encode())
-    sweep = Sweep(spec, target, quiet)
-    sweep.lock = RunLock(target).acquire()  # one coordinator per sweep
+    lock = RunLock(target).acquire()  # one coordinator per sweep, before anything is written
+    try:
+        if base is not None:  # the file's settings (trials, parallel, ...) hold from now on
+            spec_data = spec.model_dump(mode="json", by_alias=True, exclude_none=True)
+            spec_data["base"] = BASE_FILE  # the resolved base, saved beside it
+            atomic_write_bytes(stored, yaml.safe_dump(spec_data, sort_keys=False).encode())
+            if not (target / BASE_FILE).is_file():  # every trial tunes the base it began with
+                base_text = yaml.safe_dump(base, sort_keys=False).encode()
+                atomic_write_bytes(target / BASE_FILE, base_text)
+        # Only a coordinator writes the study, and no other is alive: a journal lock left
+        # by one killed mid-write is stale, and Optuna would wait for it.
+        (target / STUDY_LOCK).unlink(missing_ok=True)
+        sweep = Sweep(spec, target, quiet)
+    except BaseException:
+        lock.release()
+        raise
+    sweep.lock = lock
     return sweep, target
