@@ -73,6 +73,7 @@ def resume(path: Path, command_line: CommandLine | None = None, quiet: bool = Fa
             if stored_world != world.size:
                 found = _last_completed_epoch(found, stored_world, world.size)
             payload = found.payload
+            _check_same_optimizer_and_scheduler(config, payload, found.path)
             stored = payload.get("inputs")
             experiment = build(config, world, InferenceSpec.from_dict(stored) if stored else None)
             parts = experiment.parts
@@ -86,7 +87,7 @@ def resume(path: Path, command_line: CommandLine | None = None, quiet: bool = Fa
             if not world.is_main:  # rank 0 carries the epoch's sums over all ranks
                 state.sums.zero_()
                 state.seen = 0
-            _check_optimizer_fits(config, parts, payload, found.path)
+            _check_optimizer_fits(parts, payload, found.path)
             load_weights(parts.module, payload, found.path)
             if parts.scaler is not None and payload["scaler"] is not None:
                 parts.scaler.load_state_dict(payload["scaler"])
@@ -142,22 +143,25 @@ def _last_completed_epoch(found: ckpt.Found, stored_world: int, world_size: int)
     return found
 
 
-def _check_optimizer_fits(
-    config: Config, parts: Parts, payload: dict[str, Any], path: Path
+def _check_same_optimizer_and_scheduler(
+    config: Config, payload: dict[str, Any], path: Path
 ) -> None:
-    """The stored optimizer and schedule state must belong to what this config builds:
-    another optimizer or scheduler would read foreign state (or fail on a missing key)."""
-    way_out = f"start a new run from these weights with --set model.init_from={path}."
-    stored_config = payload["config"]
+    """The stored optimizer and schedule state belong to the optimizer and scheduler that
+    wrote them: another would read foreign state (or fail on a missing key)."""
     for part in ("optimizer", "scheduler"):
-        before = (stored_config.get(part) or {}).get("name")
-        now = getattr(config, part).name if getattr(config, part) is not None else None
+        before = (payload["config"].get(part) or {}).get("name")
+        chosen = getattr(config, part)
+        now = chosen.name if chosen is not None else None
         if before != now:
             raise UserError(
                 f"{path} was trained with {part} {before or 'null'}, and this resume asks "
                 f"for {now or 'null'}: a resume continues the {part}'s stored state, so "
-                f"{part}.name cannot change. Resume without that change, or {way_out}"
+                f"{part}.name cannot change. Resume without that change, or {_new_run(path)}"
             )
+
+
+def _check_optimizer_fits(parts: Parts, payload: dict[str, Any], path: Path) -> None:
+    """The stored optimizer state must match the groups this config builds."""
     stored = [len(group["params"]) for group in payload["optimizer"]["param_groups"]]
     built = [len(group["params"]) for group in parts.optimizer.param_groups]
     if stored != built:
@@ -165,8 +169,12 @@ def _check_optimizer_fits(
             f"{path} holds optimizer state for parameter groups of {stored} tensors, but this "
             f"config builds groups of {built}: optimizer.decay_biases_and_norms and "
             f"model.freeze cannot change when a run resumes. Resume without that change, or "
-            f"{way_out}"
+            f"{_new_run(path)}"
         )
+
+
+def _new_run(path: Path) -> str:
+    return f"start a new run from these weights with --set model.init_from={path}."
 
 
 def _restore_augmentation(parts: Parts, saved: dict[str, Any]) -> None:

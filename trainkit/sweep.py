@@ -205,7 +205,7 @@ class Active:
 class Sweep:
     """The coordinator of one sweep directory."""
 
-    def __init__(self, spec: SweepSpec, directory: Path, quiet: bool) -> None:
+    def __init__(self, spec: SweepSpec, directory: Path, quiet: bool, lock: RunLock) -> None:
         import optuna
         from optuna.storages import JournalStorage
         from optuna.storages.journal import JournalFileBackend
@@ -228,7 +228,7 @@ class Sweep:
             ),
         )
         self.active: dict[int, Active] = {}
-        self.lock: RunLock | None = None
+        self.lock = lock  # held while the coordinator runs; released by its caller
 
     def _sampler(self) -> Any:
         import optuna
@@ -554,9 +554,8 @@ def _open(
         # Only a coordinator writes the study, and no other is alive: a journal lock left
         # by one killed mid-write is stale, and Optuna would wait for it.
         (target / STUDY_LOCK).unlink(missing_ok=True)
-        sweep = Sweep(spec, target, quiet)
+        sweep = Sweep(spec, target, quiet, lock)
     except BaseException:
         lock.release()
         raise
-    sweep.lock = lock
     return sweep, target
