@@ -72,9 +72,9 @@ def trainkit(*args: Any, cwd: Path) -> subprocess.CompletedProcess[str]:
 def same_run(a: Path, b: Path) -> bool:
     import torch
 
-    from trainkit.checkpoint import load
+    from trainkit.training.checkpoint import read_payload
 
-    first, second = load(a / "last.pt"), load(b / "last.pt")
+    first, second = read_payload(a / "last.pt"), read_payload(b / "last.pt")
     if any(not torch.equal(t, second["model"][k]) for k, t in first["model"].items()):
         return False
     for key, state in first["optimizer"]["state"].items():
@@ -155,7 +155,7 @@ def kills_mid_write(args: argparse.Namespace, scratch: Path, rng: random.Random)
 
 
 CLASHING_PLUGIN = (
-    "from trainkit.registry import register_model\n"
+    "from trainkit.plugin import register_model\n"
     "@register_model('lenet')\n"
     "def lenet(params, input_shape, num_outputs):\n"
     "    return None\n"
@@ -376,9 +376,9 @@ def full_disk(scratch: Path) -> dict[str, Any]:
             except OSError:
                 pass
         _, err = process.communicate(timeout=300)
-        from trainkit.checkpoint import load
+        from trainkit.training.checkpoint import read_payload
 
-        intact = all(load(path) for path in (disk / "run").glob("*.pt"))
+        intact = all(read_payload(path) for path in (disk / "run").glob("*.pt"))
         leftovers = list((disk / "run").glob(".*.tmp"))
         (disk / "filler").unlink()
         resumed = trainkit("resume", disk / "run", "-q", cwd=scratch)

@@ -56,9 +56,9 @@ def write_photos(root: Path, per_split: dict[str, int], size: tuple[int, int], s
 
 def trainkit_loader(root: Path, workers: int, batch: int):
     """trainkit's streaming training batches, as `trainkit train` builds them."""
-    from trainkit.config import validate
+    from trainkit.config.registry import DATASETS
+    from trainkit.config.schema import validate
     from trainkit.data.batching import BatchOptions, BatchTransform, augmentation
-    from trainkit.registry import DATASETS
 
     config = validate(
         {

@@ -12,10 +12,11 @@ import pytest
 import torch
 import yaml
 
-from tests.conftest import tiny_experiment
 from tests.disk_datasets import write_image_folder
-from trainkit.config import validate
-from trainkit.registry import MODELS, load_components
+from tests.helpers import tiny_experiment
+from trainkit.config.plugins import load_components
+from trainkit.config.registry import MODELS
+from trainkit.config.schema import validate
 
 BENCHMARKS = Path(__file__).parents[1] / "benchmarks"
 
@@ -116,7 +117,7 @@ def test_cifar_folder_writes_an_image_folder_trainkit_reads(
     import torchvision.datasets.cifar as cifar
 
     from tests.disk_datasets import write_cifar10
-    from trainkit.registry import DATASETS
+    from trainkit.config.registry import DATASETS
 
     monkeypatch.setattr(cifar, "check_integrity", lambda path, md5=None: os.path.isfile(path))
     write_cifar10(tmp_path / "raw", per_batch=12, n_test=60)  # every class in both splits

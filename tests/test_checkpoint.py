@@ -12,15 +12,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from trainkit import checkpoint
-from trainkit.checkpoint import Checkpointer, load
 from trainkit.errors import RunFailed
+from trainkit.training import checkpoint
+from trainkit.training.checkpoint import Checkpointer, read_payload
 
 WRITER = """
 import sys
 from pathlib import Path
 import torch
-from trainkit.checkpoint import Checkpointer
+from trainkit.training.checkpoint import Checkpointer
 
 saver = Checkpointer(Path(sys.argv[1]), {"name": "kill-test"}, every_epochs=1, keep_last=1)
 i = 0
@@ -45,7 +45,7 @@ def kill_a_writer(run: Path, delay: float) -> bool:
     process.kill()
     process.wait()
     for path in run.glob("*.pt"):
-        payload = load(path)
+        payload = read_payload(path)
         i = payload["state"]["i"]
         if not torch.equal(payload["model"]["w"], torch.full((4_000_000,), float(i))):
             return False
@@ -60,7 +60,7 @@ def test_a_kill_mid_write_never_destroys_the_previous_checkpoint(tmp_path: Path)
         run.mkdir()
         assert kill_a_writer(run, rng.uniform(0, 0.15))
         assert {"last.pt", "best.pt"} <= {p.name for p in run.glob("*.pt")}
-        assert load(run / "last.pt")["state"]["i"] >= 1
+        assert read_payload(run / "last.pt")["state"]["i"] >= 1
         Checkpointer(run, {}, 1, 1)  # a new writer sweeps temporary files left by the kill
         assert not list(run.glob(".*.tmp"))
 
@@ -79,7 +79,7 @@ def test_a_full_disk_keeps_the_previous_checkpoint(
     with pytest.raises(RunFailed, match=r"No space left on device.*intact"):
         saver.save({"model": {"w": torch.zeros(3)}, "state": {}}, finished_epoch=2, best=True)
     for name in ("last.pt", "best.pt", "epoch_0001.pt"):
-        assert torch.equal(load(tmp_path / name)["model"]["w"], torch.ones(3))
+        assert torch.equal(read_payload(tmp_path / name)["model"]["w"], torch.ones(3))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["best.pt", "epoch_0001.pt", "last.pt"]
 
 
@@ -93,8 +93,8 @@ def test_periodic_checkpoints_keep_only_the_newest(tmp_path: Path) -> None:
         )
     names = sorted(p.name for p in tmp_path.iterdir())
     assert names == ["best.pt", "epoch_0004.pt", "epoch_0006.pt", "last.pt"]
-    assert load(tmp_path / "best.pt")["model"]["w"].item() == 3
-    assert load(tmp_path / "last.pt")["model"]["w"].item() == 7
+    assert read_payload(tmp_path / "best.pt")["model"]["w"].item() == 3
+    assert read_payload(tmp_path / "last.pt")["model"]["w"].item() == 7
 
 
 def test_rng_state_round_trips_through_a_weights_only_file(tmp_path: Path) -> None:
@@ -111,7 +111,7 @@ def test_rng_state_round_trips_through_a_weights_only_file(tmp_path: Path) -> No
     torch.manual_seed(99)
     random.seed(99)
     np.random.seed(99)
-    checkpoint.restore_rng(load(tmp_path / "last.pt")["rng"])
+    checkpoint.restore_rng(read_payload(tmp_path / "last.pt")["rng"])
     again = (torch.rand(3), random.random(), np.random.rand())
     assert torch.equal(expected[0], again[0]) and expected[1:] == again[1:]
 
@@ -121,6 +121,26 @@ def test_not_a_checkpoint(tmp_path: Path) -> None:
 
     torch.save({"some": "dict"}, tmp_path / "other.pt")
     with pytest.raises(UserError, match="not a trainkit checkpoint"):
-        load(tmp_path / "other.pt")
+        read_payload(tmp_path / "other.pt")
     with pytest.raises(UserError, match="checkpoint not found"):
-        load(tmp_path / "missing.pt")
+        read_payload(tmp_path / "missing.pt")
+
+
+def test_only_damage_is_called_damage(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A cut-short file is a damaged checkpoint (the user's to replace); an error that is
+    not about the file, like running out of memory, stays what it is."""
+    from trainkit.errors import UserError
+
+    saver = Checkpointer(tmp_path, {}, 1, 1)
+    saver.save({"model": {"w": torch.ones(1000)}, "state": {}}, finished_epoch=None, best=False)
+    whole = (tmp_path / "last.pt").read_bytes()
+    (tmp_path / "cut.pt").write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(UserError, match="is damaged or not a checkpoint"):
+        read_payload(tmp_path / "cut.pt")
+
+    def out_of_memory(*args, **kwargs):
+        raise MemoryError
+
+    monkeypatch.setattr(torch, "load", out_of_memory)
+    with pytest.raises(MemoryError):
+        read_payload(tmp_path / "last.pt")

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import tiny_experiment
-from trainkit.checkpoint import load
+from tests.helpers import tiny_experiment
+from trainkit.training.checkpoint import read_payload
 
 
 def run_dirs(root: Path) -> list[Path]:
@@ -34,7 +34,7 @@ def test_train_writes_a_complete_run_directory(cli, write_config, tmp_path: Path
         epoch_ends[-1]
     )
     assert epoch_ends[-1]["val/accuracy"] > 0.85  # the synthetic classes are separable: it learned
-    checkpoint = load(run / "last.pt")
+    checkpoint = read_payload(run / "last.pt")
     assert checkpoint["config"]["trainer"]["epochs"] == 3
     assert checkpoint["state"]["epoch"] == 3
     assert set(checkpoint["versions"]) >= {"torch", "torchvision", "trainkit", "python"}
@@ -89,7 +89,7 @@ def test_a_closed_stdout_stops_the_printing_not_the_run(write_config, tmp_path: 
     process.stdout.close()  # what head does after two lines
     assert process.wait(timeout=120) == 0, process.stderr.read() if process.stderr else ""
     assert head[0].startswith(b"training tiny")
-    assert load(tmp_path / "run" / "last.pt")["state"]["epoch"] == 3
+    assert read_payload(tmp_path / "run" / "last.pt")["state"]["epoch"] == 3
     assert b"Traceback" not in (process.stderr.read() if process.stderr else b"")
 
 
@@ -133,7 +133,7 @@ def test_resume_continues_and_can_extend(cli, write_config, tmp_path: Path) -> N
     extended = cli("resume", run, "--set", "trainer.epochs=5", "-q")
     assert extended.exit_code == 0, extended.output
     assert "re-planned" in extended.stderr
-    assert load(run / "last.pt")["state"]["epoch"] == 5
+    assert read_payload(run / "last.pt")["state"]["epoch"] == 5
     assert "epochs: 5" in (run / "config.yaml").read_text()  # the run says what it ran
 
 
@@ -164,7 +164,7 @@ def test_set_overrides_apply_to_train_and_validate(cli, write_config, tmp_path: 
     assert bad.exit_code == 2 and "optimizer.lr" in bad.stderr
     ok = cli("train", path, "--set", "trainer.epochs=1", "--run-dir", tmp_path / "r", "-q")
     assert ok.exit_code == 0
-    assert load(tmp_path / "r" / "last.pt")["config"]["trainer"]["epochs"] == 1
+    assert read_payload(tmp_path / "r" / "last.pt")["config"]["trainer"]["epochs"] == 1
 
 
 def test_run_dir_that_holds_files_is_never_overwritten(cli, write_config, tmp_path: Path) -> None:
@@ -190,7 +190,7 @@ def test_ls_lists_components_with_parameters(cli) -> None:
 
 def test_ls_and_schema_include_plugins(cli, tmp_path: Path) -> None:
     (tmp_path / "tk_ls_plugin.py").write_text(
-        "from trainkit.registry import register_loss\n"
+        "from trainkit.plugin import register_loss\n"
         "@register_loss('tk_ls_loss')\n"
         "def build(params, data):\n"
         '    """A loss from a plugin."""\n'
@@ -286,8 +286,7 @@ def test_validate_ls_and_schema_do_not_import_torch() -> None:
 def test_messages_carry_no_terminal_escape_codes(cli, write_config, tmp_path: Path) -> None:
     """A library's coloured error text (torch.onnx's, for one) arrives as plain text."""
     (tmp_path / "tk_coloured.py").write_text(
-        "from trainkit.errors import UserError\n"
-        "from trainkit.registry import register_model\n"
+        "from trainkit.plugin import UserError, register_model\n"
         "@register_model('tk_coloured')\n"
         "def build(params, input_shape, num_outputs):\n"
         "    '''Fails in colour.'''\n"
@@ -303,9 +302,62 @@ def test_output_paths_are_checked_before_any_work(cli, write_config, tmp_path: P
     (tmp_path / "a_file").write_text("mine")
     under_a_file = cli("train", write_config(), "--run-dir", tmp_path / "a_file" / "run")
     assert under_a_file.exit_code == 2 and "is a file, not a folder" in under_a_file.stderr
-    root = cli("train", write_config(), "--set", f"checkpoint.root={tmp_path / 'a_file'}")
-    assert root.exit_code == 2 and "checkpoint.root" in root.stderr and "is a file" in root.stderr
+    root = cli("train", write_config(), "--set", f"checkpoint.runs_dir={tmp_path / 'a_file'}")
+    assert (
+        root.exit_code == 2 and "checkpoint.runs_dir" in root.stderr and "is a file" in root.stderr
+    )
     assert cli("train", write_config(), "--run-dir", tmp_path / "run", "-q").exit_code == 0
     folder = cli("eval", "--ckpt", tmp_path / "run", "--out", tmp_path / "run")
     assert folder.exit_code == 2 and "is a folder" in folder.stderr
     assert (tmp_path / "a_file").read_text() == "mine"
+
+
+def test_a_bug_is_reported_as_one_with_its_traceback_kept(
+    cli, write_config, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An exception trainkit did not expect is not blamed on the input: exit 1, not 2,
+    and the traceback in a file whose path is printed."""
+    import trainkit.training.checkpoint as checkpoint
+
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", None)  # read TMPDIR again
+    assert cli("train", write_config(), "--run-dir", tmp_path / "run", "-q").exit_code == 0
+
+    def broken(path):
+        raise ZeroDivisionError("an internal mistake")
+
+    monkeypatch.setattr(checkpoint, "read_payload", broken)
+    result = cli("eval", "--ckpt", tmp_path / "run")
+    assert result.exit_code == 1
+    message = result.stderr
+    assert "unexpected ZeroDivisionError: an internal mistake" in message
+    assert "bug in trainkit" in message and "Traceback" not in message
+    [kept] = (tmp_path / "tmp").glob("trainkit-crash-*.txt")
+    assert str(kept) in message.replace("\n", "")
+    assert "Traceback" in kept.read_text()
+    assert "ZeroDivisionError: an internal mistake" in kept.read_text()
+
+
+@pytest.mark.slow
+def test_exit_handlers_run_although_the_process_ends_at_once(write_config, tmp_path: Path) -> None:
+    """The fast exit skips only the teardown of modules: a plugin's atexit handler runs."""
+    import subprocess
+    import sys
+
+    (tmp_path / "tk_at_exit.py").write_text(
+        "import atexit\n"
+        "from pathlib import Path\n"
+        "atexit.register(lambda: Path('exited.txt').write_text('bye'))\n"
+    )
+    config = write_config(plugins=["tk_at_exit"], trainer={"epochs": 1})
+    done = subprocess.run(
+        [sys.executable, "-m", "trainkit", "train", str(config), "--run-dir", "run", "-q"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "exited.txt").read_text() == "bye"

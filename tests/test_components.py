@@ -9,15 +9,17 @@ from typing import Any, get_args
 import pytest
 import torch
 
-from tests.conftest import tiny_experiment
 from tests.disk_datasets import write_cifar10, write_image_folder, write_mnist
-from trainkit import recipe
-from trainkit.checkpoint import load
-from trainkit.config import validate
+from tests.helpers import tiny_experiment
+from trainkit.config.plugins import load_components
+from trainkit.config.registry import DATASETS, LOSSES, MODELS, OPTIMIZERS, SCHEDULERS
+from trainkit.config.schema import validate
 from trainkit.errors import UserError
 from trainkit.models.mlp import Activation
-from trainkit.optim import parameter_groups
-from trainkit.registry import DATASETS, LOSSES, MODELS, OPTIMIZERS, SCHEDULERS, load_components
+from trainkit.optim.optimizers import parameter_groups
+from trainkit.training.build import build, seed_process
+from trainkit.training.checkpoint import read_payload
+from trainkit.training.run import train
 
 
 @pytest.fixture
@@ -41,10 +43,11 @@ def one_step(raw: dict[str, Any], tmp_path: Path) -> None:
     raw = {**raw, "trainer": {**raw.get("trainer", {}), "epochs": 1, "device": "cpu"}}
     raw["logging"] = {"tensorboard": False}
     config = validate(raw)
-    before = {k: v.clone() for k, v in recipe.build(config).parts.module.state_dict().items()}
-    result = recipe.train(config, run_dir=tmp_path / "run", quiet=True)
+    seed_process(config)  # as a run does: the weights it starts from
+    before = {k: v.clone() for k, v in build(config).parts.model.state_dict().items()}
+    result = train(config, run_dir=tmp_path / "run", quiet=True)
     assert result.status == "completed" and result.step >= 1
-    after = load(tmp_path / "run" / "last.pt")["model"]
+    after = read_payload(tmp_path / "run" / "last.pt")["model"]
     assert before.keys() == after.keys()
     assert any(
         not torch.equal(before[k], after[k]) for k in before if before[k].is_floating_point()
@@ -114,9 +117,7 @@ def test_lenet_and_resnet_fit_other_image_shapes(
         "batch_size": 6,
     }
     one_step(tiny_experiment(model={"name": "resnet34"}, data=folder), tmp_path / "resnet")
-    net = recipe.build(
-        validate(tiny_experiment(model={"name": "resnet34"}, data=folder))
-    ).parts.module
+    net = build(validate(tiny_experiment(model={"name": "resnet34"}, data=folder))).parts.model
     assert net.conv1.kernel_size == (7, 7)  # the ImageNet stem for larger images
 
 
@@ -181,7 +182,7 @@ def test_mlp_starts_from_nielsens_initializations(init: str, weight_std: float) 
 def test_nielsens_costs_are_his_sums_over_outputs() -> None:
     """half_sum is C = 1/2 ||y - a||^2 per image, sum is -sum[y ln a + (1-y) ln(1-a)]
     per image, both averaged over the mini-batch: K/2 and K times PyTorch's means."""
-    from trainkit.data.memory import DataInfo
+    from trainkit.data.dataset import DataInfo
 
     info = DataInfo((1, 28, 28), 10, tuple("0123456789"))
     outputs, targets = torch.rand(6, 10), torch.tensor([0, 3, 9, 1, 1, 7])
@@ -291,7 +292,7 @@ def test_schedules_count_epochs_in_optimizer_steps() -> None:
             scheduler={"name": "step", "step_size": 2, "gamma": 0.5, "warmup_epochs": 1},
         )
     )
-    parts = recipe.build(config).parts
+    parts = build(config).parts
     lrs = []
     for _ in range(40):
         lrs.append(parts.optimizer.param_groups[0]["lr"])
@@ -307,8 +308,8 @@ def test_model_loss_mismatch_is_reported_before_anything_is_written(tmp_path: Pa
 
     config = validate(tiny_experiment(model={"name": "logistic"}, loss={"name": "cross_entropy"}))
     with pytest.raises(UserError, match=r"cross_entropy needs model outputs of shape \(batch, 2\)"):
-        recipe.train(config, run_dir=tmp_path / "run")
+        train(config, run_dir=tmp_path / "run")
     assert not (tmp_path / "run").exists()
     regression = validate(tiny_experiment(data=REGRESSION, loss={"name": "cross_entropy"}))
     with pytest.raises(UserError, match="regression set; use loss mse"):
-        recipe.train(regression, run_dir=tmp_path / "run")
+        train(regression, run_dir=tmp_path / "run")

@@ -5,10 +5,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import tiny_experiment
-from trainkit.config import config_model, to_dict, validate
+from tests.helpers import tiny_experiment
+from trainkit.config.loading import load_config
+from trainkit.config.schema import config_model, to_dict, validate
 from trainkit.errors import UserError
-from trainkit.layers import load_config
 
 SHIPPED = Path(__file__).parents[1] / "configs"
 CONFIGS = sorted(SHIPPED.rglob("*.yaml"))
@@ -104,7 +104,7 @@ def test_a_missing_plugin_is_a_user_error() -> None:
 def test_plugin_components_join_the_schema(tmp_path: Path) -> None:
     (tmp_path / "tk_plugin_double.py").write_text(
         "from pydantic import Field\n"
-        "from trainkit.registry import ModelParams, register_model\n"
+        "from trainkit.plugin import ModelParams, register_model\n"
         "class P(ModelParams):\n"
         "    width: int = Field(4, ge=1)\n"
         "@register_model('tk_plugin_double', P)\n"
@@ -122,6 +122,29 @@ def test_plugin_components_join_the_schema(tmp_path: Path) -> None:
     assert "tk_plugin_double" in str(schema)
 
 
+def test_a_module_beside_a_config_never_shadows_a_library_of_that_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A `yaml.py` beside a config must not replace PyYAML for the rest of the run: the
+    folders searched for plugins stay in front of sys.path only while plugins import."""
+    import importlib
+    import sys
+
+    library = tmp_path / "site"
+    library.mkdir()
+    (library / "tk_lib.py").write_text("WHO = 'the library'\n")
+    monkeypatch.syspath_prepend(str(library))
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "tk_lib.py").write_text("WHO = 'a file beside the config'\n")
+    (project / "tk_plugin_beside.py").write_text("X = 1\n")
+    front = list(sys.path[:3])
+    validate(tiny_experiment(plugins=["tk_plugin_beside"]), search=project)
+    assert sys.path[:3] == front and str(project) in sys.path  # at the end, not in front
+    assert importlib.import_module("tk_lib").WHO == "the library"
+    assert importlib.import_module("tk_plugin_beside").X == 1
+
+
 def test_a_plugin_that_fails_at_import_is_a_user_error(tmp_path: Path) -> None:
     (tmp_path / "tk_plugin_broken.py").write_text("ratio = 1 / 0\n")
     with pytest.raises(UserError, match=r"importing 'tk_plugin_broken' raised ZeroDivisionError"):
@@ -131,14 +154,14 @@ def test_a_plugin_that_fails_at_import_is_a_user_error(tmp_path: Path) -> None:
 def test_a_plugin_cannot_take_a_registered_name(tmp_path: Path) -> None:
     """Not even with a builder that happens to share the built-in's function name."""
     (tmp_path / "tk_plugin_clash.py").write_text(
-        "from trainkit.registry import register_model\n"
+        "from trainkit.plugin import register_model\n"
         "@register_model('lenet')\n"
         "def lenet(params, input_shape, num_outputs):\n"
         "    '''Not LeNet.'''\n"
     )
     with pytest.raises(UserError, match=r"model 'lenet' is already registered by trainkit\.models"):
         validate(tiny_experiment(plugins=["tk_plugin_clash"]))
-    from trainkit.registry import MODELS
+    from trainkit.config.registry import MODELS
 
     assert MODELS.get("lenet").builder.__module__ == "trainkit.models.lenet"
 
@@ -148,14 +171,21 @@ def test_re_importing_a_plugin_registers_its_components_again(tmp_path: Path) ->
     import sys
 
     (tmp_path / "tk_plugin_again.py").write_text(
-        "from trainkit.registry import register_loss\n"
+        "from trainkit.plugin import register_loss\n"
         "@register_loss('tk_again')\n"
         "def build(params, data):\n"
         "    '''A loss.'''\n"
     )
-    validate(tiny_experiment(plugins=["tk_plugin_again"]))
+    from trainkit.config.registry import LOSSES
+
+    raw = tiny_experiment(plugins=["tk_plugin_again"], loss={"name": "tk_again"})
+    validate(raw)
+    first = LOSSES.get("tk_again").builder
     del sys.modules["tk_plugin_again"]
-    importlib.import_module("tk_plugin_again")  # the same function again: not a clash
+    again = importlib.import_module("tk_plugin_again")  # the same function again: no clash
+    assert LOSSES.get("tk_again").builder is again.build
+    assert again.build is not first  # the registry holds the new module's function
+    assert validate(raw).loss.name == "tk_again"
 
 
 def test_sizes_must_be_positive() -> None:

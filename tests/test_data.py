@@ -6,13 +6,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import tiny_experiment
 from tests.disk_datasets import CIFAR_CLASSES, write_cifar10, write_image_folder, write_mnist
-from trainkit.config import validate
+from tests.helpers import tiny_experiment
+from trainkit.config.registry import DATASETS
+from trainkit.config.schema import validate
 from trainkit.data.batching import BatchPlan, BatchTransform, PadCrop
 from trainkit.data.memory import DeviceBatches, Split, hold_out
 from trainkit.errors import UserError
-from trainkit.registry import DATASETS
 
 
 def build(data: dict, seed: int = 0):
@@ -205,8 +205,8 @@ def test_each_augmented_image_is_a_padded_crop_possibly_flipped() -> None:
 def test_image_folder_decoded_by_workers_or_cached_gives_the_same_run(tmp_path: Path) -> None:
     """Over 256 images are decoded in worker processes. Decoding must not draw from the
     global RNG: a run that decoded the images and one that read the cache end alike."""
-    from trainkit import recipe
-    from trainkit.checkpoint import load
+    from trainkit.training.checkpoint import read_payload
+    from trainkit.training.run import train
 
     root = write_image_folder(tmp_path / "many", per_class=50, size=12)  # 150 + 150 images
     data = {"name": "image_folder", "root": str(root), "image_size": 16, "batch_size": 32}
@@ -223,9 +223,11 @@ def test_image_folder_decoded_by_workers_or_cached_gives_the_same_run(tmp_path: 
             trainer={"epochs": 1},
         )
     )
-    recipe.train(config, run_dir=tmp_path / "decoded", quiet=True)
-    recipe.train(config, run_dir=tmp_path / "cached", quiet=True)
-    first, second = (load(tmp_path / run / "last.pt")["model"] for run in ("decoded", "cached"))
+    train(config, run_dir=tmp_path / "decoded", quiet=True)
+    train(config, run_dir=tmp_path / "cached", quiet=True)
+    first, second = (
+        read_payload(tmp_path / run / "last.pt")["model"] for run in ("decoded", "cached")
+    )
     assert all(torch.equal(first[name], second[name]) for name in first)
 
 

@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 import torch
 
-from tests.conftest import tiny_experiment
-from trainkit.checkpoint import load
+from tests.helpers import tiny_experiment
+from trainkit.training.checkpoint import read_payload
 
 pytestmark = [pytest.mark.distributed, pytest.mark.slow]
 
@@ -41,7 +41,7 @@ def trainkit(*args: Any, check: bool = True) -> subprocess.CompletedProcess[str]
 
 
 def weights(run: Path) -> dict[str, torch.Tensor]:
-    return load(run / "last.pt")["model"]
+    return read_payload(run / "last.pt")["model"]
 
 
 def records(run: Path) -> list[dict[str, Any]]:
@@ -107,7 +107,7 @@ def test_a_stopped_two_process_run_resumes_to_the_same_weights(
     out, stderr = launcher.communicate(timeout=120)
     assert launcher.returncode == 128 + signal.SIGTERM, stderr[-3000:]
     assert out.count("stopped by SIGTERM") == 1
-    state = load(stopped / "last.pt")["state"]
+    state = read_payload(stopped / "last.pt")["state"]
     assert 1 <= state["epoch"] < 6
 
     trainkit("resume", stopped, "--nproc", 2)

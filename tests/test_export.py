@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import tiny_experiment
 from tests.disk_datasets import write_cifar10, write_image_folder, write_mnist
-from trainkit import recipe
-from trainkit.config import validate
-from trainkit.trained import load_trained
+from tests.helpers import tiny_experiment
+from trainkit.config.schema import validate
+from trainkit.inference.trained_model import load_trained_model
+from trainkit.training.run import train
 
 SYNTHETIC = {"name": "synthetic_logistic", "n_train": 64, "n_test": 16, "batch_size": 16}
 
@@ -37,7 +37,7 @@ MODELS = {
 
 
 def test_every_built_in_model_is_covered() -> None:
-    from trainkit.registry import MODELS as REGISTERED
+    from trainkit.config.registry import MODELS as REGISTERED
 
     assert set(REGISTERED.names()) == set(MODELS)
 
@@ -61,7 +61,7 @@ def test_every_model_exports_in_all_formats(
         data = {**data, "root": str(roots[data["root"]]), "batch_size": 8}
     config = tiny_experiment(model=params, data=data, loss={"name": loss}, trainer={"epochs": 1})
     config["logging"] = {"tensorboard": False}
-    recipe.train(validate(config), run_dir=tmp_path / "run", quiet=True)
+    train(validate(config), run_dir=tmp_path / "run", quiet=True)
 
     formats = ("--format", "onnx", "--format", "torch-export", "--format", "safetensors")
     result = cli("export", "--ckpt", tmp_path / "run", *formats)
@@ -82,8 +82,8 @@ def test_every_model_exports_in_all_formats(
     assert all(c["max_abs_diff"] <= c["tolerance"] for c in card["checks"].values())
 
     # Run each artefact again here, on a batch of 5 (export traced a batch of 2).
-    trained = load_trained(tmp_path / "run", device="cpu", precision="fp32")
-    module = trained.module.to(memory_format=torch.contiguous_format)
+    trained = load_trained_model(tmp_path / "run", device="cpu", precision="fp32")
+    module = trained.model.to(memory_format=torch.contiguous_format)
     shape = tuple(card["input"]["shape"][1:])
     assert shape == trained.spec.input_shape
     inputs = torch.randn(5, *shape)
@@ -108,7 +108,7 @@ def test_every_model_exports_in_all_formats(
 WEIRD_OP_PLUGIN = '''
 import torch
 from torch import nn
-from trainkit.registry import register_model
+from trainkit.plugin import register_model
 
 
 @torch.library.custom_op("tk_export::weird", mutates_args=())
@@ -188,3 +188,20 @@ def test_an_output_path_that_is_a_file_is_refused_first(cli, write_config, tmp_p
     )
     assert result.exit_code == 2 and "is a file" in result.stderr
     assert (tmp_path / "taken").read_text() == "mine"
+
+
+def test_an_exporter_failure_that_is_not_about_the_model_is_a_bug(
+    cli, write_config, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Tracing errors are the model's (exit 2, the operator named); anything else the
+    exporter raises is not blamed on the model."""
+    assert cli("train", write_config(), "--run-dir", tmp_path / "run", "-q").exit_code == 0
+
+    def broken(*args, **kwargs):
+        raise TypeError("export() got an unexpected keyword argument")
+
+    monkeypatch.setattr(torch.export, "export", broken)
+    result = cli("export", "--ckpt", tmp_path / "run", "--format", "torch-export")
+    assert result.exit_code == 1
+    assert "unexpected TypeError" in result.stderr and "bug in trainkit" in result.stderr
+    assert not (tmp_path / "run" / "export" / "model.pt2").exists()

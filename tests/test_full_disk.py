@@ -8,41 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import tiny_experiment
-from trainkit import checkpoint
-from trainkit.checkpoint import load
-
-FILL_PLUGIN = '''
-import torch.nn.functional as F
-from pydantic import Field
-from trainkit.losses import Objective
-from trainkit.registry import LossParams, register_loss
-
-
-class Params(LossParams):
-    at_call: int = Field(ge=1)
-    disk: str
-
-
-@register_loss("tk_fill_disk", Params)
-def build(params, data):
-    """Cross-entropy that fills the disk `disk` to the last byte at call `at_call`."""
-    calls = [0]
-
-    def loss(outputs, targets):
-        calls[0] += 1
-        if calls[0] == params.at_call:
-            with open(f"{params.disk}/filler", "wb") as filler:
-                try:
-                    while True:
-                        filler.write(b"\\0" * 65536)
-                        filler.flush()
-                except OSError:
-                    pass
-        return F.cross_entropy(outputs, targets)
-
-    return Objective(loss, lambda outputs: outputs.argmax(1))
-'''
+from tests.helpers import misbehaving_loss, tiny_experiment
+from trainkit.training import checkpoint
+from trainkit.training.checkpoint import read_payload
 
 # About 400 KB a checkpoint (weights and momentum), 12 steps an epoch.
 EXPERIMENT = tiny_experiment(
@@ -56,10 +24,10 @@ def test_a_disk_that_fills_mid_run_ends_it_cleanly_and_resume_finishes_it(
     cli, write_config, small_disk, tmp_path: Path
 ) -> None:
     disk = small_disk(4096)
-    (tmp_path / "tk_fill_disk.py").write_text(FILL_PLUGIN)
-    raw = dict(EXPERIMENT, plugins=["tk_fill_disk"])
     # call 1 is the probe, then 12 steps and 2 validation batches an epoch: in epoch 3
-    raw["loss"] = {"name": "tk_fill_disk", "at_call": 1 + 2 * 14 + 5, "disk": str(disk)}
+    raw = dict(
+        EXPERIMENT, **misbehaving_loss(tmp_path, "fill_disk", 1 + 2 * 14 + 5, disk=str(disk))
+    )
     run = disk / "run"
     result = cli("train", write_config(raw), "--run-dir", run)
     assert result.exit_code == 1, result.output
@@ -67,12 +35,12 @@ def test_a_disk_that_fills_mid_run_ends_it_cleanly_and_resume_finishes_it(
     message = result.stderr
     assert "No space left on device" in message and "free some space" in message
     assert f"trainkit resume {run}" in message
-    assert load(run / "last.pt")["state"]["epoch"] == 2  # the last checkpoint written whole
+    assert read_payload(run / "last.pt")["state"]["epoch"] == 2  # the last checkpoint written whole
     assert not list(run.glob(".*.tmp"))  # no temporary file left behind
     (disk / "filler").unlink()
     resumed = cli("resume", run, "--set", "loss.at_call=1000000", "-q")
     assert resumed.exit_code == 0, resumed.output
-    assert load(run / "last.pt")["state"]["epoch"] == 4
+    assert read_payload(run / "last.pt")["state"]["epoch"] == 4
 
 
 def test_a_disk_full_at_start_leaves_no_half_made_run(
@@ -121,16 +89,16 @@ def test_torch_reporting_a_full_disk_as_runtime_error_is_a_write_failure(
         "unexpected pos" in result.stderr
         and "checkpoints written before are intact" in result.stderr
     )
-    assert load(run / "last.pt")["state"]["epoch"] == 1
+    assert read_payload(run / "last.pt")["state"]["epoch"] == 1
     assert sorted(p.name for p in run.glob("*.pt")) == ["best.pt", "epoch_0001.pt", "last.pt"]
 
 
 def test_a_metrics_write_that_fails_is_a_write_failure(
     cli, write_config, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from trainkit import tracking
+    from trainkit.training import metrics_log
 
-    real_dumps = tracking.json.dumps
+    real_dumps = metrics_log.json.dumps
     records = [0]
 
     def dumps(value: object, *args: object, **kwargs: object) -> str:
@@ -140,7 +108,7 @@ def test_a_metrics_write_that_fails_is_a_write_failure(
                 raise OSError(errno.ENOSPC, "No space left on device")
         return real_dumps(value, *args, **kwargs)
 
-    monkeypatch.setattr(tracking.json, "dumps", dumps)
+    monkeypatch.setattr(metrics_log.json, "dumps", dumps)
     result = cli("train", write_config(EXPERIMENT), "--run-dir", tmp_path / "run")
     assert result.exit_code == 1
     assert "could not write the metrics (metrics.jsonl, tb/)" in result.stderr

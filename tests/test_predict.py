@@ -12,10 +12,10 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.conftest import tiny_experiment
 from tests.disk_datasets import write_image_folder, write_mnist
-from trainkit import recipe
-from trainkit.config import validate
+from tests.helpers import tiny_experiment
+from trainkit.config.schema import validate
+from trainkit.training.run import train
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +29,7 @@ def folder_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
         data={"name": "image_folder", "root": str(root), "image_size": 16, "workers": 0},
         trainer={"epochs": 2},
     )
-    recipe.train(validate(config), run_dir=base / "run", quiet=True)
+    train(validate(config), run_dir=base / "run", quiet=True)
     return root, base / "run"
 
 
@@ -71,7 +71,7 @@ def test_predict_reads_mnist_digits_saved_as_png_like_eval(cli, tmp_path: Path) 
         data={"name": "mnist", "root": str(tmp_path / "mnist"), "batch_size": 16},
         trainer={"epochs": 2},
     )
-    recipe.train(validate(config), run_dir=tmp_path / "run", quiet=True)
+    train(validate(config), run_dir=tmp_path / "run", quiet=True)
     test = MNIST(str(tmp_path / "mnist"), train=False)
     for i, (image, label) in enumerate(zip(test.data, test.targets, strict=True)):
         folder = tmp_path / "digits" / str(int(label))
@@ -149,7 +149,7 @@ def test_bad_arguments_stop_before_any_work(cli, folder_run, tmp_path: Path) -> 
 @pytest.fixture
 def logistic_run(tmp_path: Path) -> Path:
     config = tiny_experiment(model={"name": "logistic"}, loss={"name": "bce"})
-    recipe.train(validate(config), run_dir=tmp_path / "logistic", quiet=True)
+    train(validate(config), run_dir=tmp_path / "logistic", quiet=True)
     return tmp_path / "logistic"
 
 
@@ -189,7 +189,7 @@ def test_a_regression_model_predicts_values(cli, tmp_path: Path) -> None:
         scheduler=None,
         trainer={"epochs": 20},
     )
-    recipe.train(validate(config), run_dir=tmp_path / "run", quiet=True)
+    train(validate(config), run_dir=tmp_path / "run", quiet=True)
     (tmp_path / "x.csv").write_text("0\n1\n-2\n")
     out = tmp_path / "y.csv"
     result = cli("predict", "--ckpt", tmp_path / "run", tmp_path / "x.csv", "--out", out)

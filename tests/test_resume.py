@@ -13,11 +13,11 @@ import pytest
 import torch
 import yaml
 
-from tests.conftest import assert_same_run, tiny_experiment
-from trainkit import recipe
-from trainkit.checkpoint import load
-from trainkit.config import validate
-from trainkit.resuming import resume
+from tests.helpers import assert_same_run, tiny_experiment
+from trainkit.config.schema import validate
+from trainkit.training.checkpoint import read_payload
+from trainkit.training.resume import resume
+from trainkit.training.run import train
 
 # Long enough (about 600 steps an epoch) for a signal to land mid-run, seconds in all.
 EXPERIMENT = tiny_experiment(
@@ -35,7 +35,7 @@ EXPERIMENT = tiny_experiment(
 def reference(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The uninterrupted run every interrupted one must match bit for bit."""
     run = tmp_path_factory.mktemp("reference") / "run"
-    recipe.train(validate(EXPERIMENT), run_dir=run, quiet=True)
+    train(validate(EXPERIMENT), run_dir=run, quiet=True)
     return run
 
 
@@ -68,7 +68,7 @@ def test_signal_mid_epoch_then_resume_is_bit_identical(
     out, err = process.communicate(timeout=60)
     assert process.returncode == code, err
     assert f"trainkit resume {run}" in out
-    stopped = load(run / "last.pt")["state"]
+    stopped = read_payload(run / "last.pt")["state"]
     assert stopped["epoch"] < 3  # it did stop early
 
     result = resume(run, quiet=True)
@@ -85,7 +85,7 @@ def test_kill_9_resumes_from_the_last_step_checkpoint(
     wait_for(process, lambda line: line.startswith("epoch 1/3  batch") and " step 120 " in line)
     process.kill()
     process.wait(timeout=60)
-    state = load(run / "last.pt")["state"]
+    state = read_payload(run / "last.pt")["state"]
     assert state["epoch"] == 0 and state["step"] >= 100 and state["batch"] > 0  # mid-epoch
 
     resume(run, quiet=True)
@@ -119,7 +119,7 @@ def test_resume_of_an_explicit_damaged_file_is_an_error(
 
 
 def test_resumed_config_is_the_stored_one(reference: Path) -> None:
-    stored = load(reference / "last.pt")["config"]
+    stored = read_payload(reference / "last.pt")["config"]
     assert stored == yaml.safe_load((reference / "config.yaml").read_text())
     assert validate(stored).checkpoint.every_steps == 50
 
@@ -166,7 +166,7 @@ def test_another_world_size_needs_a_completed_epoch(cli, write_config, tmp_path:
     continued by one process: the error says how to resume it instead."""
     run = tmp_path / "run"
     assert cli("train", write_config(trainer={"epochs": 2}), "--run-dir", run, "-q").exit_code == 0
-    payload = load(run / "last.pt")
+    payload = read_payload(run / "last.pt")
     payload["world_size"] = 2
     payload["state"] = {**payload["state"], "epoch": 1, "batch": 3}
     torch.save(payload, run / "last.pt")
@@ -190,7 +190,7 @@ def test_another_world_size_keeps_the_history_and_the_step_count(
     config = write_config(trainer={"epochs": 2}, checkpoint={"keep_last": 5})
     assert cli("train", config, "--run-dir", run, "-q").exit_code == 0
     for path in run.glob("*.pt"):  # as if two processes had taken 30 steps an epoch
-        payload = load(path)
+        payload = read_payload(path)
         epoch = payload["state"]["epoch"]
         payload["world_size"] = 2
         payload["state"] = {**payload["state"], "step": 30 * epoch}

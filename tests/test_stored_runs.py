@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import assert_same_run
+from tests.helpers import assert_same_run
 
 STORED = Path(__file__).parent / "fixtures" / "stored_v0_1"
 

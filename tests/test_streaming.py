@@ -8,14 +8,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import NEVER, assert_same_run, stop_at_loss_call, tiny_experiment
 from tests.disk_datasets import write_image_folder
-from trainkit import recipe
-from trainkit.config import validate
+from tests.helpers import NEVER, assert_same_run, misbehaving_loss, tiny_experiment
+from trainkit.config.loading import CommandLine
+from trainkit.config.schema import validate
 from trainkit.data import image_folder
 from trainkit.data.streaming import ResizedCrop, crop_box, sample_generator
-from trainkit.layers import CommandLine
-from trainkit.resuming import resume
+from trainkit.training.resume import resume
+from trainkit.training.run import train
 
 
 @pytest.fixture
@@ -50,7 +50,7 @@ def test_streaming_trains_on_the_same_batches_as_in_memory(
         ("stream2", False, 2),
     ):
         config = experiment(folder, in_memory=in_memory, workers=workers, augment=augment)
-        recipe.train(validate(config), run_dir=tmp_path / name, quiet=True)
+        train(validate(config), run_dir=tmp_path / name, quiet=True)
     assert_same_run(tmp_path / "memory", tmp_path / "stream0")
     assert_same_run(tmp_path / "memory", tmp_path / "stream2")
 
@@ -63,13 +63,13 @@ def test_a_stopped_streaming_run_resumes_exactly_with_any_number_of_workers(
 
     def config(workers: int, stop_at: int) -> dict:
         raw = experiment(folder, in_memory=False, workers=workers, augment="random_resized_crop")
-        raw.update(stop_at_loss_call(tmp_path, stop_at))
+        raw.update(misbehaving_loss(tmp_path, "sigterm", stop_at))
         return raw
 
-    recipe.train(validate(config(0, NEVER)), run_dir=tmp_path / "whole", quiet=True)
+    train(validate(config(0, NEVER)), run_dir=tmp_path / "whole", quiet=True)
     # Loss calls: the probe, then 6 training steps (43 images) and 1 validation batch an
     # epoch: call 10 is step 8, batch 2 of epoch 2, between two log points.
-    stopped = recipe.train(validate(config(2, 10)), run_dir=tmp_path / "cut", quiet=True)
+    stopped = train(validate(config(2, 10)), run_dir=tmp_path / "cut", quiet=True)
     assert stopped.status == "interrupted" and stopped.step == 8
     resume(tmp_path / "cut", CommandLine([f"loss.at_call={NEVER}", "data.workers=0"]), quiet=True)
     assert_same_run(tmp_path / "whole", tmp_path / "cut")
@@ -178,7 +178,7 @@ def test_the_cli_stops_and_resumes_a_streamed_run_exactly(
 
     def config(stop_at: int) -> Path:
         raw = experiment(folder, in_memory=False, workers=2, augment="random_resized_crop")
-        raw.update(stop_at_loss_call(tmp_path, stop_at))
+        raw.update(misbehaving_loss(tmp_path, "sigterm", stop_at))
         return write_config(raw, name=f"stop{stop_at}.yaml")
 
     def trainkit(*args: object) -> subprocess.CompletedProcess[str]:

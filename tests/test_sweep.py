@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import tiny_experiment
-from trainkit.checkpoint import load
-from trainkit.sweep import check_space, free_device, read_spec
+from tests.helpers import tiny_experiment
+from trainkit.sweep.coordinator import check_space, free_device, read_spec
+from trainkit.training.checkpoint import read_payload
 
 # Seed 3 visits the grid as good, good, bad, good, bad, bad (lr 1e-7 learns nothing): with
 # two trials at a time, every bad one reports its first epoch after a good one completed.
@@ -67,7 +67,9 @@ def test_a_sweep_prunes_the_hopeless_and_its_best_config_retrains_alike(
     # every trial is a normal run directory, and a pruned one says so
     for row in rows:
         run = directory / f"trial-{int(row['trial']):04d}"
-        assert load(run / "last.pt")["config"]["optimizer"]["lr"] == float(row["optimizer.lr"])
+        assert read_payload(run / "last.pt")["config"]["optimizer"]["lr"] == float(
+            row["optimizer.lr"]
+        )
     listed = json.loads(cli("runs", directory, "--json").stdout)
     assert sorted(r["status"] for r in listed).count("pruned") == len(pruned)
     assert cli("runs", directory).stdout.splitlines()[1].startswith(completed[0]["trial"])

@@ -28,19 +28,27 @@ from rich.progress import (
 from rich.text import Text
 
 stderr = Console(stderr=True, soft_wrap=True)
-_quiet = [False]  # --quiet, for what is printed before a run's reporter exists
+_quiet = [False]  # --quiet, for the status lines printed before a run's reporter exists
 
 
-def speaks() -> bool:
+def is_rank_zero() -> bool:
     """In a multi-process run only rank 0 prints, so each message shows once."""
     return os.environ.get("RANK", "0") == "0"
 
 
-def set_quiet(quiet: bool) -> None:
+@contextlib.contextmanager
+def quiet_output(quiet: bool) -> Iterator[None]:
+    """Within the block, status lines and start-up progress are silent when `quiet`
+    (--quiet); the setting before it comes back afterwards."""
+    before = _quiet[0]
     _quiet[0] = quiet
+    try:
+        yield
+    finally:
+        _quiet[0] = before
 
 
-def say(text: str) -> None:
+def print_line(text: str) -> None:
     """A line on stdout; once stdout is closed, nothing more is printed."""
     try:
         print(text, flush=True)
@@ -57,21 +65,21 @@ def _discard_stdout() -> None:
         sys.stdout = devnull
 
 
-def note(text: str) -> None:
+def print_status(text: str) -> None:
     """A line about what start-up is doing (scanning, decoding), unless --quiet."""
-    if speaks() and not _quiet[0]:
-        say(text)
+    if is_rank_zero() and not _quiet[0]:
+        print_line(text)
 
 
 @contextlib.contextmanager
 def progress(description: str, total: int) -> Iterator[Callable[[int], None]]:
     """Report a long start-up step: a bar on a terminal, one line elsewhere, nothing with
     --quiet. Yields `advance(n)`."""
-    if not speaks() or _quiet[0]:
+    if not is_rank_zero() or _quiet[0]:
         yield lambda n: None
         return
     if not sys.stdout.isatty():
-        say(f"{description} ...")
+        print_line(f"{description} ...")
         yield lambda n: None
         return
     bar = Progress(
@@ -87,7 +95,7 @@ def progress(description: str, total: int) -> Iterator[Callable[[int], None]]:
 
 
 def warn(text: str) -> None:
-    if speaks():
+    if is_rank_zero():
         stderr.print(f"[yellow]warning:[/] {text}", highlight=False)
 
 
@@ -144,7 +152,7 @@ class PlainReporter(QuietReporter):
         self.batches = 0
 
     def info(self, text: str) -> None:
-        say(text)
+        print_line(text)
 
     def start_epoch(self, epoch: int, epochs: int, batches: int, done: int) -> None:
         self.epoch_label = f"epoch {epoch + 1}/{epochs}"
@@ -152,10 +160,10 @@ class PlainReporter(QuietReporter):
 
     def log_step(self, step: int, batch: int, metrics: dict[str, float]) -> None:
         line = f"{self.epoch_label}  batch {batch}/{self.batches}  step {step}  "
-        say(line + format_metrics(metrics))
+        print_line(line + format_metrics(metrics))
 
     def end_epoch(self, epoch: int, epochs: int, metrics: dict[str, float]) -> None:
-        say(f"epoch {epoch + 1}/{epochs} done  {format_metrics(metrics)}")
+        print_line(f"epoch {epoch + 1}/{epochs} done  {format_metrics(metrics)}")
 
 
 def clock(seconds: float) -> str:

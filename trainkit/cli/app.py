@@ -10,20 +10,21 @@ from __future__ import annotations
 import functools
 import json
 import os
-import re
+import tempfile
 import time
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
-from trainkit.errors import RunFailed, UserError
+from trainkit.errors import RunFailed, UserError, first_line, plain
 
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from trainkit.layers import CommandLine
+    from trainkit.config.loading import CommandLine
 
 app = typer.Typer(
     add_completion=False,
@@ -83,7 +84,7 @@ Unsets = Annotated[
 
 
 def command_line(sets: list[str] | None, unsets: list[str] | None) -> CommandLine:
-    from trainkit.layers import CommandLine
+    from trainkit.config.loading import CommandLine
 
     return CommandLine(list(sets or []), list(unsets or []))
 
@@ -106,6 +107,9 @@ Nproc = Annotated[
         "(torchrun). For several machines, run torchrun -m trainkit yourself.",
     ),
 ]
+CheckpointPath = Annotated[
+    Path, typer.Option("--ckpt", help="Checkpoint file (a run directory means its best.pt).")
+]
 Plugins = Annotated[
     list[str] | None,
     typer.Option(
@@ -115,9 +119,11 @@ Plugins = Annotated[
 
 
 def command(name: str | None = None) -> Callable[[F], F]:
-    """Register a command whose UserError/RunFailed end as one paragraph and an exit code,
-    and which a Ctrl-C that is not turned into a graceful stop (a second one, or one
-    before a run starts) ends at once, with exit code 130 and no traceback."""
+    """Register a command that ends in one of four ways besides success: a UserError or
+    RunFailed as one paragraph and its exit code (2, 1); a Ctrl-C that is not turned
+    into a graceful stop (a second one, or one before a run starts) at once, with exit
+    code 130; any other exception, a bug, with exit code 1 and its traceback in a file
+    whose path is printed, so that it never looks like the user's mistake."""
 
     def decorate(function: F) -> F:
         @functools.wraps(function)
@@ -134,6 +140,11 @@ def command(name: str | None = None) -> Callable[[F], F]:
                     "from the newest."
                 )
                 raise typer.Exit(130) from None
+            except (typer.Exit, typer.Abort, typer.TyperException):
+                raise  # the command line's own ways out
+            except Exception as exc:
+                _report(_bug_report(exc))
+                raise typer.Exit(1) from None
 
         app.command(name)(run)
         return function
@@ -141,7 +152,24 @@ def command(name: str | None = None) -> Callable[[F], F]:
     return decorate
 
 
-_ESCAPES = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+def _bug_report(exc: Exception) -> str:
+    """The paragraph for an exception trainkit did not expect, its traceback kept in a
+    file (the checkpoints written so far are intact, as for any crash)."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    path = Path(tempfile.gettempdir()) / f"trainkit-crash-{stamp}-{os.getpid()}.txt"
+    try:
+        path.write_text("".join(traceback.format_exception(exc)))
+        kept = f"the traceback is in {path}"
+    except OSError:
+        kept = "the traceback could not be written to a file: " + "".join(
+            traceback.format_exception(exc)
+        )
+    return (
+        f"trainkit stopped on an unexpected {type(exc).__name__}: {first_line(exc, 300)}. "
+        f"This is a bug in trainkit or in a plugin's code, not a problem with the input; "
+        f"{kept}. Checkpoints written before are intact. Please report it with that "
+        "traceback."
+    )
 
 
 def _report(message: str) -> None:
@@ -149,10 +177,10 @@ def _report(message: str) -> None:
     that a library put in its message."""
     from rich.text import Text
 
-    from trainkit.console import speaks, stderr
+    from trainkit.console import is_rank_zero, stderr
 
-    message = _ESCAPES.sub("", message)
-    if speaks():
+    message = plain(message)
+    if is_rank_zero():
         stderr.print(Text.assemble(("error: ", "bold red"), message))
     _leave_for_torchrun(message)
 

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from trainkit.cli.app import command, stdout
+from trainkit.cli.app import CheckpointPath, command, stdout
 
 
 class Format(str, Enum):
@@ -19,9 +19,7 @@ class Format(str, Enum):
 
 @command()
 def export(
-    ckpt: Annotated[
-        Path, typer.Option("--ckpt", help="Checkpoint file (a run directory means its best.pt).")
-    ],
+    ckpt: CheckpointPath,
     formats: Annotated[
         list[Format],
         typer.Option("--format", help="onnx, torch-export or safetensors. Repeatable."),
@@ -32,15 +30,15 @@ def export(
     ] = None,
 ) -> None:
     """Export a trained model, run the exported file, and compare it with the model."""
-    from trainkit.export import CARD, check_installed, export
     from trainkit.files import check_writable
-    from trainkit.trained import checkpoint_file, load_trained
+    from trainkit.inference.export import CARD, check_installed, export
+    from trainkit.inference.trained_model import load_trained_model
 
     chosen = list(dict.fromkeys(f.value for f in formats))
     check_installed(chosen)
-    folder = out or checkpoint_file(ckpt).parent / "export"
+    folder = out or (ckpt if ckpt.is_dir() else ckpt.parent) / "export"
     check_writable(folder, "--out", folder=True)
-    trained = load_trained(ckpt, device="cpu", precision="fp32")
+    trained = load_trained_model(ckpt, device="cpu", precision="fp32")
     console = stdout()
     for done in export(trained, chosen, folder):
         console.print(

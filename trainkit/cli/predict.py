@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from trainkit.cli.app import command, stdout
+from trainkit.cli.app import CheckpointPath, command, stdout
 
 
 @command()
@@ -19,9 +19,7 @@ def predict(
             ".csv, .npy or .pt files of rows."
         ),
     ],
-    ckpt: Annotated[
-        Path, typer.Option("--ckpt", help="Checkpoint file (a run directory means its best.pt).")
-    ],
+    ckpt: CheckpointPath,
     out: Annotated[
         Path | None,
         typer.Option(help="Write every row here: FILE.csv, FILE.json or FILE.jsonl."),
@@ -51,11 +49,11 @@ def predict(
 
     from trainkit.console import stderr, warn
     from trainkit.errors import RunFailed
-    from trainkit.predict import check_output, collect, predict, write
-    from trainkit.trained import load_trained
+    from trainkit.inference.predict import check_output, collect, predict, write
+    from trainkit.inference.trained_model import load_trained_model
 
     check_output(out)
-    trained = load_trained(ckpt, device)
+    trained = load_trained_model(ckpt, device)
     files = collect(trained, inputs)
     if workers is None:
         workers = min(4, os.cpu_count() or 1) if trained.spec.image and len(files) > 64 else 0
@@ -79,7 +77,7 @@ def predict(
             advance=lambda n: progress.advance(task, n),
         )
 
-    regression = trained.objective.predict is None
+    regression = trained.objective.classify is None
     table = Table(title=f"{len(result.rows)} predictions by {trained.path}")
     table.add_column("input", overflow="fold")
     table.add_column("value" if regression else f"top {topk} ({result.score})")

@@ -11,7 +11,7 @@ import typer
 from trainkit.cli.app import Quiet, command
 
 if TYPE_CHECKING:
-    from trainkit.sweep import Sweep
+    from trainkit.sweep.coordinator import Sweep
 
 
 @command()
@@ -24,16 +24,16 @@ def sweep(
     quiet: Quiet = False,
 ) -> None:
     """Search hyperparameters with Optuna: parallel trials, pruning, resumable."""
-    from trainkit.sweep import start
+    from trainkit.sweep.coordinator import start
 
     run_sweep(*start(file, directory, quiet), quiet)
 
 
 def run_sweep(sweep: Sweep, directory: Path, quiet: bool) -> None:
     """Run trials until done or stopped; print the table, or how to continue."""
-    from trainkit.console import say
-    from trainkit.signals import stop_on_signals
-    from trainkit.sweep import BEST_FILE, TRIALS_FILE, results_table
+    from trainkit.console import print_line
+    from trainkit.sweep.results import BEST_FILE, TRIALS_FILE, results_table, write_results
+    from trainkit.training.signals import stop_on_signals
 
     try:
         with stop_on_signals() as received:
@@ -42,13 +42,13 @@ def run_sweep(sweep: Sweep, directory: Path, quiet: bool) -> None:
         sweep.lock.release()
     if stopped is not None:
         if not quiet:
-            say(
+            print_line(
                 f"sweep stopped by {signal.Signals(stopped).name}; its trials stopped with it "
                 f"and will resume. Continue with: trainkit resume {directory}"
             )
         raise typer.Exit(128 + int(stopped))
-    sweep.write_results()
+    write_results(sweep.study, sweep.spec, directory)
     if not quiet:
         for line in results_table(directory):
-            say(line)
-        say(f"all trials: {directory / TRIALS_FILE}; best config: {directory / BEST_FILE}")
+            print_line(line)
+        print_line(f"all trials: {directory / TRIALS_FILE}; best config: {directory / BEST_FILE}")

@@ -1,5 +1,10 @@
-"""Datasets: importing this package registers the built-in ones (without importing torch)."""
+"""Datasets: importing this package registers the built-in ones (without importing torch).
 
-from trainkit.data import image_folder, synthetic, vision
+`dataset` says what a dataset builder returns; `memory` and `streaming` are the two ways
+data is held; `batching` decides which samples make each batch; `images` is the one
+image reader everything shares.
+"""
 
-__all__ = ["image_folder", "synthetic", "vision"]
+from trainkit.data import image_folder, synthetic, torchvision_datasets
+
+__all__ = ["image_folder", "synthetic", "torchvision_datasets"]

@@ -17,16 +17,15 @@ shards instead, and their sums are added up over ranks.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 if TYPE_CHECKING:
-    from trainkit.data.memory import DataInfo
+    from trainkit.data.dataset import Dataset
 
 
 @dataclass(frozen=True)
@@ -172,42 +171,6 @@ class BatchOptions:
             rank=self.rank if train else 0,
             world_size=self.world_size if train else 1,
         )
-
-
-class Batches(Protocol):
-    """The batches of one split, however the data is held."""
-
-    transform: BatchTransform
-    global_batch_size: int
-
-    def __len__(self) -> int: ...
-
-    @property
-    def num_samples(self) -> int: ...
-
-    def epoch(self, epoch: int = 0, start: int = 0) -> Iterator[tuple[Tensor, Tensor]]:
-        """Batches of `epoch` (shuffled when training), skipping the first `start`, each
-        transformed and on the device."""
-        ...
-
-
-class Dataset(Protocol):
-    """What a registered dataset builder returns: its splits' batches and its metadata."""
-
-    info: DataInfo
-    mean: tuple[float, ...] | None  # per channel, on the 0..1 scale; None: features
-    std: tuple[float, ...] | None
-    augment: bool | PadCrop  # batch-wise augmentation of training batches (True: PadCrop())
-    resize: int | None  # images were resized to this shorter side, then centre-cropped
-
-    def batches(self, split: str, options: BatchOptions) -> Batches:
-        """The batches of split `split` (train, val or test) for this rank: training
-        batches shuffled and shared out, evaluation batches of this rank's shard."""
-        ...
-
-    def describe(self) -> str:
-        """A line for the start of a run: where the data is and how it is read."""
-        ...
 
 
 def augmentation(data: Dataset) -> PadCrop | None:

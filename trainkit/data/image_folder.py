@@ -20,15 +20,16 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, model_validator
 
-from trainkit.console import note, progress, warn
+from trainkit.config.registry import DatasetParams, register_dataset
+from trainkit.console import print_status, progress, warn
 from trainkit.data.images import IMAGE_EXTENSIONS, ImageFiles
 from trainkit.errors import UserError
-from trainkit.registry import DatasetParams, register_dataset
+from trainkit.files import UNREADABLE_TORCH_FILE, atomic_write
 
 if TYPE_CHECKING:
     import torch
 
-    from trainkit.data.batching import Dataset
+    from trainkit.data.dataset import Dataset
     from trainkit.data.memory import Split
     from trainkit.data.streaming import Files
 
@@ -239,8 +240,6 @@ def _load_or_decode(
 ) -> dict[str, Any]:
     import torch
 
-    from trainkit.files import atomic_write
-
     cache_dir = root / ".trainkit-cache"
     if params.cache_dir:
         cache_dir = Path(params.cache_dir).expanduser()
@@ -248,7 +247,7 @@ def _load_or_decode(
     if cache.is_file():
         try:
             return torch.load(cache, weights_only=True)
-        except Exception:  # a damaged cache is rebuilt, never trusted
+        except UNREADABLE_TORCH_FILE:  # a damaged cache is rebuilt, never trusted
             cache.unlink(missing_ok=True)
     fit, tested = (
         _decode(train, params, workers, "training"),
@@ -287,7 +286,8 @@ def image_folder(params: ImageFolderParams, seed: int) -> Dataset:
     import torch
 
     from trainkit.data.batching import PadCrop
-    from trainkit.data.memory import DataInfo, InMemoryDataset, Split, hold_out
+    from trainkit.data.dataset import DataInfo
+    from trainkit.data.memory import InMemoryDataset, Split, hold_out
     from trainkit.data.streaming import ResizedCrop, StreamingDataset
 
     root = Path(params.root).expanduser()
@@ -297,7 +297,7 @@ def image_folder(params: ImageFolderParams, seed: int) -> Dataset:
                 f"data.root={params.root!r} has no {split}/ folder. image_folder expects "
                 "ROOT/train/<class>/<image> and ROOT/test/<class>/<image>."
             )
-    note(f"scanning {root} ...")
+    print_status(f"scanning {root} ...")
     train, classes = _list(root / "train")
     test, test_classes = _list(root / "test")
     if classes != test_classes:
@@ -305,7 +305,7 @@ def image_folder(params: ImageFolderParams, seed: int) -> Dataset:
             f"data: train/ and test/ under {root} hold different class folders "
             f"({classes} vs {test_classes}); both need the same classes."
         )
-    note(
+    print_status(
         f"found {len(train.paths):,} training and {len(test.paths):,} test images "
         f"in {len(classes)} classes"
     )

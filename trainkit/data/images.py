@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from trainkit.errors import first_line
+
 if TYPE_CHECKING:
     from torch import Tensor
 
@@ -26,6 +28,9 @@ if TYPE_CHECKING:
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 _TORCHVISION_DECODES = (".jpg", ".jpeg", ".png", ".webp", ".gif")
 _SOURCE_LOCATION = re.compile(r"^.*\.cpp:\d+,\s*")
+# What torchvision's decoders (RuntimeError) and Pillow (OSError, ValueError, SyntaxError
+# for a broken PNG, EOFError) raise for a file that is not a readable image.
+_DECODER_ERRORS = (RuntimeError, OSError, ValueError, SyntaxError, EOFError)
 
 
 class UnreadableImage(Exception):
@@ -152,12 +157,15 @@ def decode(path: Path, channels: int) -> Tensor:
         from PIL import Image, ImageOps
         from torchvision.transforms.v2.functional import pil_to_tensor
 
-        with Image.open(path) as opened:
-            upright = ImageOps.exif_transpose(opened)
-            return pil_to_tensor(upright.convert("RGB" if channels == 3 else "L"))
-    except Exception as exc:  # every decoder failure means the same thing here
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        reason = _SOURCE_LOCATION.sub("", reason)[:200]  # torchvision's C++ file and line
+        try:
+            with Image.open(path) as opened:
+                upright = ImageOps.exif_transpose(opened)
+                return pil_to_tensor(upright.convert("RGB" if channels == 3 else "L"))
+        except Image.DecompressionBombError as exc:  # not an OSError: said here as one
+            raise OSError(str(exc)) from None
+    except _DECODER_ERRORS as exc:  # every decoder failure means the same thing here
+        # torchvision's messages start with its C++ file and line
+        reason = _SOURCE_LOCATION.sub("", first_line(exc, 10_000))[:200]
         raise UnreadableImage(f"{path}: not a readable image ({reason})") from None
 
 

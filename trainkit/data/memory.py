@@ -4,36 +4,23 @@ A dataset that fits in memory is three tensor splits. Batches are cut from them 
 training device by a shuffled index: no DataLoader workers, no per-sample Python
 transform. Images stay uint8 until a batch is taken, then are cropped, flipped and
 normalized batch-wise on the device (see `data.batching` for the order and sharding).
+This module imports torch only when it is used, since plugins import its types.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import torch
-from torch import Tensor
-
-from trainkit.data.batching import BatchOptions, BatchPlan, BatchTransform, PadCrop
+from trainkit.data.dataset import DataInfo
 from trainkit.errors import UserError
 
+if TYPE_CHECKING:
+    import torch
+    from torch import Tensor
 
-@dataclass(frozen=True)
-class DataInfo:
-    """What a model needs to know about its data."""
-
-    input_shape: tuple[int, ...]
-    num_classes: int | None  # None: a regression set
-    class_names: tuple[str, ...] = ()
-    target_dim: int = 1  # regression targets per sample
-
-    @property
-    def is_classification(self) -> bool:
-        return self.num_classes is not None
-
-    @property
-    def num_outputs(self) -> int:
-        return self.num_classes if self.num_classes is not None else self.target_dim
+    from trainkit.data.batching import BatchOptions, BatchPlan, BatchTransform, PadCrop
 
 
 @dataclass
@@ -92,6 +79,8 @@ class InMemoryDataset:
 
 def hold_out(split: Split, fraction: float, seed: int) -> tuple[Split, Split]:
     """A seeded random validation split taken out of `split`: (rest, held_out)."""
+    import torch
+
     n_val = max(1, round(len(split) * fraction))
     if n_val >= len(split):
         raise UserError(

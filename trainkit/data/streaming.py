@@ -26,8 +26,8 @@ from torch import Tensor
 
 from trainkit.console import warn
 from trainkit.data.batching import BatchOptions, BatchPlan, BatchTransform, PadCrop
+from trainkit.data.dataset import DataInfo
 from trainkit.data.images import UnreadableImage, decode, read_image, resized, stack
-from trainkit.data.memory import DataInfo
 from trainkit.errors import UserError
 
 

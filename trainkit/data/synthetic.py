@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from pydantic import Field
 
-from trainkit.registry import DatasetParams, register_dataset
+from trainkit.config.registry import DatasetParams, register_dataset
 
 if TYPE_CHECKING:
     import torch
@@ -48,7 +48,8 @@ def _dataset(
     targets: torch.Tensor,
     classes: int | None,
 ) -> InMemoryDataset:
-    from trainkit.data.memory import DataInfo, InMemoryDataset, Split, hold_out
+    from trainkit.data.dataset import DataInfo
+    from trainkit.data.memory import InMemoryDataset, Split, hold_out
 
     n = params.n_train
     fit, val = hold_out(Split(inputs[:n], targets[:n]), params.val_fraction, seed)

@@ -8,9 +8,9 @@ from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveInt
 
+from trainkit.config.registry import ModelParams, register_model
 from trainkit.errors import UserError
 from trainkit.models.mlp import Activation, activation_layer
-from trainkit.registry import ModelParams, register_model
 
 if TYPE_CHECKING:
     from torch import nn

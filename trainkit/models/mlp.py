@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field, PositiveInt
 
-from trainkit.registry import ModelParams, register_model
+from trainkit.config.registry import ModelParams, register_model
 
 if TYPE_CHECKING:
     from torch import nn

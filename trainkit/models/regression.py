@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
-from trainkit.registry import ModelParams, register_model
+from trainkit.config.registry import ModelParams, register_model
 
 if TYPE_CHECKING:
     from torch import nn

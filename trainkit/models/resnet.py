@@ -6,8 +6,8 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field
 
+from trainkit.config.registry import ModelParams, register_model
 from trainkit.errors import UserError
-from trainkit.registry import ModelParams, register_model
 
 if TYPE_CHECKING:
     from torch import nn

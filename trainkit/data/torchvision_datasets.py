@@ -1,0 +1,125 @@
+"""MNIST and CIFAR-10, read by torchvision's own dataset classes into memory."""
+
+from __future__ import annotations
+
+import fcntl
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pydantic import Field
+
+from trainkit.config.registry import DatasetParams, register_dataset
+from trainkit.errors import UserError
+
+if TYPE_CHECKING:
+    from trainkit.data.memory import InMemoryDataset
+
+MNIST_MEAN, MNIST_STD = (0.1307,), (0.3081,)
+CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
+
+
+class TorchvisionDatasetParams(DatasetParams):
+    root: str = Field("data", description="Folder torchvision reads (and downloads) into.")
+    download: bool = Field(False, description="Download the files if they are missing.")
+    standardize: bool = Field(
+        True,
+        description="Shift and scale pixels by the dataset's per-channel mean and std; "
+        "false: pixels as they are, scaled to [0, 1] (the input of Nielsen's networks).",
+    )
+
+    def pixel_stats(self, mean: tuple[float, ...], std: tuple[float, ...]) -> dict:
+        """The mean and std the batches are normalized with."""
+        if self.standardize:
+            return {"mean": mean, "std": std}
+        return {"mean": (0.0,) * len(mean), "std": (1.0,) * len(std)}
+
+
+class MNISTParams(TorchvisionDatasetParams):
+    augment: bool = Field(
+        False,
+        description="Shift training digits at random by up to max_shift pixels each way (no "
+        "flips): the 'expanded training data' of Nielsen's book, drawn afresh every epoch.",
+    )
+    max_shift: int = Field(
+        2,
+        ge=1,
+        le=8,
+        description="The largest shift of augment, in pixels, each way and independently "
+        "along both axes (Nielsen's book shifts by 1).",
+    )
+
+
+class CIFAR10Params(TorchvisionDatasetParams):
+    augment: bool = Field(True, description="Random crop of a 4-pixel padded image, and flips.")
+
+
+def _open(cls: Any, params: TorchvisionDatasetParams, train: bool) -> Any:
+    """One split through torchvision, with its errors turned into advice. A download
+    holds a lock in data.root, so processes that start together (torchrun's ranks, a
+    sweep's trials) fetch the files once, one after the other, instead of over each other."""
+    try:
+        if not params.download:
+            return cls(root=params.root, train=train, download=False)
+        Path(params.root).mkdir(parents=True, exist_ok=True)
+        with (Path(params.root) / ".download.lock").open("a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            return cls(root=params.root, train=train, download=True)
+    except (RuntimeError, OSError) as exc:
+        hint = (
+            "or set data.download=true to fetch them"
+            if not params.download
+            else "; the download failed (no network?): put the files there by hand and set "
+            "data.download=false"
+        )
+        raise UserError(
+            f"data: cannot read {cls.__name__} under data.root={params.root!r} "
+            f"({str(exc).strip()}). Point data.root at the folder that holds "
+            f"{cls.__name__}'s files{' ' if not params.download else ''}{hint}."
+        ) from None
+
+
+@register_dataset("mnist", MNISTParams)
+def mnist(params: MNISTParams, seed: int) -> InMemoryDataset:
+    """MNIST handwritten digits: 1x28x28, 10 classes; 60,000 train, 10,000 test."""
+    from torchvision.datasets import MNIST
+
+    from trainkit.data.batching import PadCrop
+    from trainkit.data.dataset import DataInfo
+    from trainkit.data.memory import InMemoryDataset, Split, hold_out
+
+    train, test = (_open(MNIST, params, train) for train in (True, False))
+    full = Split(train.data.unsqueeze(1).contiguous(), train.targets.long())
+    fit, val = hold_out(full, params.val_fraction, seed)
+    return InMemoryDataset(
+        train=fit,
+        val=val,
+        test=Split(test.data.unsqueeze(1).contiguous(), test.targets.long()),
+        info=DataInfo((1, 28, 28), 10, tuple(train.classes)),
+        **params.pixel_stats(MNIST_MEAN, MNIST_STD),
+        augment=PadCrop(padding=params.max_shift, flip=False) if params.augment else False,
+    )
+
+
+@register_dataset("cifar10", CIFAR10Params)
+def cifar10(params: CIFAR10Params, seed: int) -> InMemoryDataset:
+    """CIFAR-10 colour images: 3x32x32, 10 classes; 50,000 train, 10,000 test."""
+    import torch
+    from torchvision.datasets import CIFAR10
+
+    from trainkit.data.dataset import DataInfo
+    from trainkit.data.memory import InMemoryDataset, Split, hold_out
+
+    def as_split(ds: Any) -> Split:
+        images = torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous()
+        return Split(images, torch.tensor(ds.targets, dtype=torch.long))
+
+    train, test = (_open(CIFAR10, params, train) for train in (True, False))
+    fit, val = hold_out(as_split(train), params.val_fraction, seed)
+    return InMemoryDataset(
+        train=fit,
+        val=val,
+        test=as_split(test),
+        info=DataInfo((3, 32, 32), 10, tuple(train.classes)),
+        **params.pixel_stats(CIFAR10_MEAN, CIFAR10_STD),
+        augment=params.augment,
+    )
