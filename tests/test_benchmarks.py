@@ -31,7 +31,7 @@ def reference() -> dict:
     [
         ({"name": "mlp", "hidden": [256]}, (1, 28, 28)),
         ({"name": "lenet"}, (1, 28, 28)),
-        ({"name": "resnet34"}, (3, 32, 32)),
+        pytest.param({"name": "resnet34"}, (3, 32, 32), marks=pytest.mark.slow),
     ],
 )
 def test_reference_models_match_trainkit(reference: dict, model: dict, shape: tuple) -> None:
@@ -42,6 +42,7 @@ def test_reference_models_match_trainkit(reference: dict, model: dict, shape: tu
     assert [(k, v.shape) for k, v in ours.items()] == [(k, v.shape) for k, v in theirs.items()]
 
 
+@pytest.mark.slow
 def test_reference_loop_trains_the_quickstart(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -55,6 +56,7 @@ def test_reference_loop_trains_the_quickstart(
     Path(result["checkpoint"]).parent.rmdir()
 
 
+@pytest.mark.slow
 def test_reference_loop_reads_an_image_folder_and_augments(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -89,6 +91,7 @@ def test_random_crop_flip_shifts_and_mirrors_each_image(reference: dict) -> None
         assert any(torch.equal(image, w) or torch.equal(image, w.flip(2)) for w in windows)
 
 
+@pytest.mark.slow
 def test_the_streaming_benchmark_compares_like_with_like(tmp_path: Path) -> None:
     """Both pipelines it times yield normalized 224-pixel batches of the same folder, and
     its memory probe sees a process and its children."""
@@ -109,6 +112,7 @@ def test_the_streaming_benchmark_compares_like_with_like(tmp_path: Path) -> None
         bench["peak_pss_mib"]([sys.executable, "-c", "raise SystemExit(3)"], tmp_path)
 
 
+@pytest.mark.slow
 def test_cifar_folder_writes_an_image_folder_trainkit_reads(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -95,7 +95,13 @@ MODEL_CASES = {
 }
 
 
-@pytest.mark.parametrize("model", sorted(MODEL_CASES))
+@pytest.mark.parametrize(
+    "model",
+    [
+        pytest.param(m, marks=pytest.mark.slow) if m == "resnet34" else m
+        for m in sorted(MODEL_CASES)
+    ],
+)
 def test_every_model_trains(model: str, image_roots: dict[str, str], tmp_path: Path) -> None:
     params, data, loss = MODEL_CASES[model]
     if "root" in data:
@@ -103,6 +109,7 @@ def test_every_model_trains(model: str, image_roots: dict[str, str], tmp_path: P
     one_step(tiny_experiment(model=params, data=data, loss={"name": loss}), tmp_path)
 
 
+@pytest.mark.slow
 def test_lenet_and_resnet_fit_other_image_shapes(
     image_roots: dict[str, str], tmp_path: Path
 ) -> None:

@@ -42,7 +42,14 @@ def test_every_built_in_model_is_covered() -> None:
     assert set(REGISTERED.names()) == set(MODELS)
 
 
-@pytest.mark.parametrize("model", sorted(MODELS))
+# The large networks (and ONNX's seconds per model) belong to the full suite.
+SLOW_EXPORTS = {"resnet34", "torchvision", "convnet", "linear", "lenet", "logistic"}
+
+
+@pytest.mark.parametrize(
+    "model",
+    [pytest.param(m, marks=pytest.mark.slow) if m in SLOW_EXPORTS else m for m in sorted(MODELS)],
+)
 def test_every_model_exports_in_all_formats(
     model: str, cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -137,6 +144,7 @@ def build(params, input_shape, num_outputs):
 '''
 
 
+@pytest.mark.slow
 def test_an_unexportable_model_names_the_operator_and_writes_nothing(
     cli, write_config, tmp_path: Path
 ) -> None:

@@ -92,9 +92,18 @@ def test_kill_9_resumes_from_the_last_step_checkpoint(
     assert_same_run(reference, run)
 
 
+@pytest.fixture(scope="module")
+def small_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A run of the tiny experiment, for the tests that only read or damage a run."""
+    run = tmp_path_factory.mktemp("small") / "run"
+    train(validate(tiny_experiment(checkpoint={"every_steps": 5})), run_dir=run, quiet=True)
+    return run
+
+
 def test_damaged_newest_checkpoints_fall_back_to_an_older_one(
-    reference: Path, cli, tmp_path: Path
+    small_run: Path, cli, tmp_path: Path
 ) -> None:
+    reference = small_run
     run = tmp_path / "run"
     shutil.copytree(reference, run)
     for name in ("last.pt", "best.pt", "epoch_0003.pt"):
@@ -108,20 +117,20 @@ def test_damaged_newest_checkpoints_fall_back_to_an_older_one(
 
 
 def test_resume_of_an_explicit_damaged_file_is_an_error(
-    reference: Path, cli, tmp_path: Path
+    small_run: Path, cli, tmp_path: Path
 ) -> None:
     broken = tmp_path / "broken.pt"
-    broken.write_bytes((reference / "last.pt").read_bytes()[:1000])
+    broken.write_bytes((small_run / "last.pt").read_bytes()[:1000])
     result = cli("resume", broken)
     assert result.exit_code == 2
     assert "damaged or not a checkpoint" in result.stderr
     assert "Traceback" not in result.output
 
 
-def test_resumed_config_is_the_stored_one(reference: Path) -> None:
-    stored = read_payload(reference / "last.pt")["config"]
-    assert stored == yaml.safe_load((reference / "config.yaml").read_text())
-    assert validate(stored).checkpoint.every_steps == 50
+def test_resumed_config_is_the_stored_one(small_run: Path) -> None:
+    stored = read_payload(small_run / "last.pt")["config"]
+    assert stored == yaml.safe_load((small_run / "config.yaml").read_text())
+    assert validate(stored).checkpoint.every_steps == 5
 
 
 def test_a_resume_cannot_regroup_the_optimizer(cli, write_config, tmp_path: Path) -> None:

@@ -38,7 +38,7 @@ def experiment(folder: Path, **data: object) -> dict:
     )
 
 
-@pytest.mark.parametrize("augment", [False, "crop_flip"])
+@pytest.mark.parametrize("augment", [False, pytest.param("crop_flip", marks=pytest.mark.slow)])
 def test_streaming_trains_on_the_same_batches_as_in_memory(
     folder: Path, tmp_path: Path, augment: object
 ) -> None:
@@ -111,6 +111,7 @@ def test_auto_streams_a_folder_over_the_memory_budget(
     assert "in memory (96 images, 72.0 KB decoded, within the budget" in fits.stdout
 
 
+@pytest.mark.slow
 def test_a_bad_image_mid_epoch_is_named_or_skipped_the_same_way_every_time(
     cli, folder: Path, write_config, tmp_path: Path
 ) -> None:

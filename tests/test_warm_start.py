@@ -79,6 +79,7 @@ def test_init_from_safetensors_and_plain_state_dicts(source_run: Path, tmp_path:
         load_initial_weights(module, tmp_path / "other.pt")
 
 
+@pytest.mark.slow
 def test_freeze_keeps_parameters_and_batchnorm_statistics_fixed(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -184,6 +185,7 @@ def test_torchvision_weights_bring_their_preprocessing(torch_home: Path, tmp_pat
     assert (own.data.image_size, own.data.resize, own.data.mean) == (64, 256, [0.5] * 3)
 
 
+@pytest.mark.slow
 def test_fine_tune_a_torchvision_arch_from_a_local_weights_file(
     cli, write_config, torch_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
