@@ -26,10 +26,10 @@ def sweep(
     """Search hyperparameters with Optuna: parallel trials, pruning, resumable."""
     from trainkit.sweep.coordinator import start
 
-    run_sweep(*start(file, directory, quiet), quiet)
+    run_sweep(*start(file, directory, quiet=quiet), quiet=quiet)
 
 
-def run_sweep(sweep: Sweep, directory: Path, quiet: bool) -> None:
+def run_sweep(sweep: Sweep, directory: Path, *, quiet: bool) -> None:
     """Run trials until done or stopped; print the table, or how to continue."""
     from trainkit.console import print_line
     from trainkit.sweep.results import BEST_FILE, TRIALS_FILE, results_table, write_results

@@ -78,7 +78,7 @@ def resume(
 
         if overrides or unsets or nproc > 1:
             raise UserError("resume of a sweep takes no --set, --unset or --nproc.")
-        run_sweep(reopen(path, quiet), path, quiet)
+        run_sweep(reopen(path, quiet=quiet), path, quiet=quiet)
         return
     if nproc > 1:
         options = as_arguments(overrides, unsets)

@@ -178,7 +178,9 @@ def _safetensors(trained: TrainedModel, module: nn.Module, check: Tensor, tmp: P
     os.umask(umask)
     tmp.chmod(0o666 & ~umask)
     spec = trained.spec
-    fresh = build_model(trained.config.model, spec.input_shape, spec.num_outputs, True).eval()
+    fresh = build_model(
+        trained.config.model, spec.input_shape, spec.num_outputs, from_checkpoint=True
+    ).eval()
     load_model(fresh, str(tmp))
     with torch.no_grad():
         return fresh(check)

@@ -19,6 +19,7 @@ def build_model(
     params: ModelParams,
     input_shape: tuple[int, ...],
     num_outputs: int,
+    *,
     from_checkpoint: bool = False,
 ) -> nn.Module:
     """The registered architecture `params` names, with its `freeze` applied (which changes

@@ -70,7 +70,7 @@ class RunningTrial:
 class Sweep:
     """The coordinator of one sweep directory."""
 
-    def __init__(self, spec: SweepSpec, directory: Path, quiet: bool, lock: RunLock) -> None:
+    def __init__(self, spec: SweepSpec, directory: Path, lock: RunLock, *, quiet: bool) -> None:
         import optuna
         from optuna.storages import JournalStorage
         from optuna.storages.journal import JournalFileBackend
@@ -315,23 +315,23 @@ def _last_error(log: Path) -> str:
     return shown(lines[-1].removeprefix("error: ")) if lines else ""
 
 
-def start(path: Path, directory: Path | None, quiet: bool) -> tuple[Sweep, Path]:
+def start(path: Path, directory: Path | None, *, quiet: bool) -> tuple[Sweep, Path]:
     """Check a sweep file and open (or create) its directory and study."""
     spec, base = read_spec(path)
     check_space(spec, base, str(path.parent / spec.base))
     target = directory or Path("checkpoints") / spec.name
-    return _open(spec, base, target, quiet)
+    return _open(spec, base, target, quiet=quiet)
 
 
-def reopen(directory: Path, quiet: bool) -> Sweep:
+def reopen(directory: Path, *, quiet: bool) -> Sweep:
     """The sweep in `directory`, as it was started (`trainkit resume SWEEP_DIR`)."""
     spec, _ = read_spec(directory / SWEEP_FILE)
-    sweep, _ = _open(spec, None, directory, quiet)
+    sweep, _ = _open(spec, None, directory, quiet=quiet)
     return sweep
 
 
 def _open(
-    spec: SweepSpec, base: dict[str, Any] | None, target: Path, quiet: bool
+    spec: SweepSpec, base: dict[str, Any] | None, target: Path, *, quiet: bool
 ) -> tuple[Sweep, Path]:
     """`base` is given when the sweep is started from its file, None when reopened."""
     import importlib.util
@@ -362,7 +362,7 @@ def _open(
         # Only a coordinator writes the study, and no other is alive: a journal lock left
         # by one killed mid-write is stale, and Optuna would wait for it.
         (target / STUDY_LOCK).unlink(missing_ok=True)
-        sweep = Sweep(spec, target, quiet, lock)
+        sweep = Sweep(spec, target, lock, quiet=quiet)
     except BaseException:
         lock.release()
         raise

@@ -94,7 +94,9 @@ def build(
     if stored is not None:
         stored.check_classes(spec.class_names)
         spec = stored
-    model = build_model(config.model, spec.input_shape, spec.num_outputs, stored is not None)
+    model = build_model(
+        config.model, spec.input_shape, spec.num_outputs, from_checkpoint=stored is not None
+    )
     channels_last = wants_channels_last(trainer.channels_last, device, model)
     model = model.to(device, memory_format=torch.channels_last if channels_last else None)
     objective = LOSSES.build(config.loss, info)

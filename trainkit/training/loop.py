@@ -273,7 +273,9 @@ def fit(
         if metrics_log:
             metrics_log.log(state.step, epoch + 1, epoch_metrics, "epoch")
         reporter.end_epoch(epoch, settings.epochs, epoch_metrics)
-        _save_all_ranks(parts, state, totals, metrics, checkpointer, epoch + 1, improved)
+        _save_all_ranks(
+            parts, state, totals, metrics, checkpointer, finished_epoch=epoch + 1, best=improved
+        )
         if settings.patience is not None and state.stale_evals >= settings.patience:
             return Outcome("early_stopped", state, metrics)
         if stop_vote_all_ranks() and epoch + 1 < settings.epochs:
@@ -311,6 +313,7 @@ def _save_all_ranks(
     totals: Totals,
     metrics: dict[str, float],
     checkpointer: Checkpointer | None,
+    *,
     finished_epoch: int | None = None,
     best: bool = False,
 ) -> None:

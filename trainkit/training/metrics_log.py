@@ -54,6 +54,7 @@ class MetricsLog:
     def __init__(
         self,
         run_dir: Path,
+        *,
         tensorboard: bool,
         resume_step: int | None = None,
         resumable: Callable[[], bool] = lambda: False,

@@ -64,7 +64,7 @@ def resume(
                 experiment = _build(config, world, found, path)
                 state = _restore(experiment, found)
                 if world.all_reduce_any(received() is not None):
-                    return stopped_before_start(received(), quiet, run_dir)
+                    return stopped_before_start(received(), quiet=quiet, run_dir=run_dir)
                 if world.is_main and command_line and (command_line.sets or command_line.unsets):
                     write_config(run_dir, to_yaml(config))  # the run's config is this one now
                 return run_to_end(

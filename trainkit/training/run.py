@@ -75,12 +75,12 @@ def train(config: Config, run_dir: Path | None = None, *, quiet: bool = False) -
                 report = load_initial_weights(experiment.parts.model, Path(config.model.init_from))
                 notes = report.lines()
             if world.all_reduce_any(received() is not None):
-                return stopped_before_start(received(), quiet)
+                return stopped_before_start(received(), quiet=quiet)
             directory, made_here = None, True
             if world.is_main:
                 made_here = run_dir is None or not run_dir.exists()
                 directory = create_run_dir(Path(config.checkpoint.runs_dir), config.name, run_dir)
-                lock = _start_run_dir(directory, config, made_here)
+                lock = _start_run_dir(directory, config, made_here=made_here)
             directory = world.broadcast_object(directory)  # rank 0 names the run for everyone
             return run_to_end(
                 experiment,
@@ -98,7 +98,7 @@ def train(config: Config, run_dir: Path | None = None, *, quiet: bool = False) -
         world.close()
 
 
-def _start_run_dir(directory: Path, config: Config, made_here: bool) -> RunLock:
+def _start_run_dir(directory: Path, config: Config, *, made_here: bool) -> RunLock:
     """Lock a new run directory and write its config; on a full disk, leave none."""
     lock = None
     try:
@@ -107,12 +107,12 @@ def _start_run_dir(directory: Path, config: Config, made_here: bool) -> RunLock:
     except OSError as exc:
         if lock is not None:
             lock.release()
-        discard_run_dir(directory, made_here)
+        discard_run_dir(directory, made_here=made_here)
         raise write_failed("the new run", directory, exc, resumable=False) from None
     return lock
 
 
-def stopped_before_start(sig: int | None, quiet: bool, run_dir: Path | None = None) -> RunResult:
+def stopped_before_start(sig: int | None, *, quiet: bool, run_dir: Path | None = None) -> RunResult:
     """A stop signal that came while the run was being set up: nothing was written."""
     stop = sig or signal.SIGTERM
     if not quiet:
@@ -144,7 +144,7 @@ def run_to_end(
     reporter = make_reporter(quiet or not world.is_main)
     with _run_outputs(experiment, run_dir, state, resumed=resumed, made_here=made_here) as outputs:
         try:
-            _announce(reporter, experiment, run_dir, resumed, notes or [])
+            _announce(reporter, experiment, run_dir, notes or [], resumed=resumed)
             outcome = fit(
                 parts,
                 loop_settings(config),
@@ -207,13 +207,13 @@ def _run_outputs(
     try:
         metrics_log = MetricsLog(
             run_dir,
-            config.logging.tensorboard,
+            tensorboard=config.logging.tensorboard,
             resume_step=state.step if resumed else None,
             resumable=checkpointer.has_checkpoint,
         )
     except RunFailed:
         if not resumed:
-            discard_run_dir(run_dir, made_here)  # nothing of it is worth keeping
+            discard_run_dir(run_dir, made_here=made_here)  # nothing of it is worth keeping
         raise
     mark_started(run_dir)
     outputs = _Outputs(checkpointer, metrics_log)
@@ -233,7 +233,7 @@ def _run_outputs(
         except RunFailed as failed:
             closing = failed  # reported below, unless another error is on its way
         if outputs.ended == "interrupted" and not resumed and not checkpointer.has_checkpoint():
-            discard_run_dir(run_dir, made_here)  # nothing to resume: no run at all
+            discard_run_dir(run_dir, made_here=made_here)  # nothing to resume: no run at all
         else:
             mark_ended(run_dir, outputs.ended, detail)
     if closing is not None:
@@ -241,7 +241,7 @@ def _run_outputs(
 
 
 def _announce(
-    reporter: Reporter, experiment: Experiment, run_dir: Path, resumed: bool, notes: list[str]
+    reporter: Reporter, experiment: Experiment, run_dir: Path, notes: list[str], *, resumed: bool
 ) -> None:
     """The first lines of a run: what trains where, on which data, and any notes."""
     config, parts, world = experiment.config, experiment.parts, experiment.parts.world

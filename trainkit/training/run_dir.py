@@ -31,7 +31,7 @@ LOCK_FILE = ".lock"
 Status = Literal["running", "completed", "early_stopped", "interrupted", "failed", "pruned"]
 
 
-def discard_run_dir(run_dir: Path, made_here: bool) -> None:
+def discard_run_dir(run_dir: Path, *, made_here: bool) -> None:
     """Undo a run directory that could not start: the folder itself if trainkit made it,
     else what trainkit put in it (an empty --run-dir is the user's own)."""
     if made_here:
