@@ -97,6 +97,14 @@ def test_eval_scores_a_checkpoint_and_writes_json(cli, write_config, tmp_path: P
     run = tmp_path / "run"
     assert cli("train", write_config(), "--run-dir", run, "-q").exit_code == 0
     out = tmp_path / "scores" / "test.json"
+    missing = cli("eval", "--ckpt", run / "last.pt", "--out", out)
+    assert (
+        missing.exit_code == 2
+        and "the folder" in missing.stderr
+        and "does not exist" in missing.stderr
+    )
+    assert not out.parent.exists()  # a typo in a folder is not turned into new folders
+    out.parent.mkdir()
     result = cli("eval", "--ckpt", run / "last.pt", "--out", out)
     assert result.exit_code == 0, result.output
     assert "per-class accuracy" in result.stdout
@@ -361,3 +369,39 @@ def test_exit_handlers_run_although_the_process_ends_at_once(write_config, tmp_p
     )
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "exited.txt").read_text() == "bye"
+
+
+@pytest.mark.slow
+def test_every_command_treats_a_closed_stdout_alike(write_config, tmp_path: Path) -> None:
+    """`trainkit X | head -1`: the reader leaves, the command still does its work and
+    exits with that work's code (0 here), without a traceback or a message."""
+    import subprocess
+    import sys
+
+    def trainkit(*args: object) -> subprocess.CompletedProcess[bytes]:
+        command = [sys.executable, "-m", "trainkit", *map(str, args)]
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        assert process.stdout is not None and process.stderr is not None
+        process.stdout.readline()
+        process.stdout.close()  # what head -1 does
+        err = process.stderr.read()
+        return subprocess.CompletedProcess(command, process.wait(timeout=120), b"", err)
+
+    config = write_config(trainer={"epochs": 2})
+    assert trainkit("train", config, "--run-dir", tmp_path / "run").returncode == 0
+    (tmp_path / "rows.csv").write_text("a,b\n" + "0.5,1.0\n" * 200)
+    rows = ["predict", "--ckpt", tmp_path / "run", tmp_path / "rows.csv"]
+    commands = {
+        "ls": ["ls"],
+        "validate": ["validate", config],
+        "schema": ["schema"],
+        "runs": ["runs", tmp_path],
+        "eval": ["eval", "--ckpt", tmp_path / "run"],
+        "predict": [*rows, "--show", 200],
+        "predict --out": [*rows, "--out", tmp_path / "p.csv"],
+    }
+    for name, args in commands.items():
+        done = trainkit(*args)
+        assert done.returncode == 0, (name, done.stderr[-2000:])
+        assert b"Traceback" not in done.stderr and b"error" not in done.stderr, name
+    assert len((tmp_path / "p.csv").read_text().splitlines()) == 201  # written all the same

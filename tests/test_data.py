@@ -60,6 +60,23 @@ def test_a_download_waits_for_one_under_way_in_the_same_root(tmp_path: Path) -> 
     assert len(built) == 1 and len(built[0].test) == 10
 
 
+def test_a_failed_download_leaves_nothing_behind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No half-written files, no lock file, no folder it had to make; what was there stays."""
+    from torchvision.datasets import MNIST
+
+    monkeypatch.setattr(MNIST, "mirrors", ["http://127.0.0.1:9/"])  # refused at once
+    with pytest.raises(UserError, match="the download failed"):
+        build({"name": "mnist", "root": str(tmp_path / "new" / "data"), "download": True})
+    assert not (tmp_path / "new").exists()
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "mine.txt").write_text("keep me")
+    with pytest.raises(UserError, match="the download failed"):
+        build({"name": "mnist", "root": str(tmp_path / "old"), "download": True})
+    assert [p.name for p in (tmp_path / "old").rglob("*")] == ["mine.txt"]
+
+
 def test_pixels_can_stay_in_the_unit_interval(tmp_path: Path) -> None:
     """standardize: false feeds pixels / 255, as Nielsen's networks take them."""
     write_mnist(tmp_path, n_train=20, n_test=10)

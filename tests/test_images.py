@@ -67,6 +67,19 @@ def test_a_bad_file_is_an_error_that_names_it(tmp_path: Path) -> None:
         message = str(caught.value)
         assert message.startswith(f"{path}: not a readable image")
         assert ".cpp" not in message  # no C++ source locations from the decoder
+        assert ("trainkit reads JPEG, PNG, WebP, GIF, BMP, TIFF" in message) == path.exists()
+        assert "decode_avif" not in message  # not torchvision's advice about other formats
+    with pytest.raises(UnreadableImage, match="a text file"):
+        read_image(tmp_path / "notes.jpg", 3, (8, 8), None)
+
+
+def test_an_image_under_another_formats_name_is_read(tmp_path: Path) -> None:
+    """A BMP saved as photo.jpg: torchvision refuses it, Pillow reads it."""
+    pixels = np.zeros((6, 9, 3), dtype=np.uint8)
+    pixels[:, :, 0] = 200
+    Image.fromarray(pixels).save(tmp_path / "photo.jpg", format="BMP")
+    image = read_image(tmp_path / "photo.jpg", 3, (6, 9), None)
+    assert image.shape == (3, 6, 9) and int(image[0].min()) == 200
 
 
 def test_find_images_walks_folders_in_sorted_order(tmp_path: Path) -> None:

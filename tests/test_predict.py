@@ -120,6 +120,10 @@ def test_unreadable_files_are_listed_and_fail_the_command_unless_skip_bad(
     ]
     accepted = cli("predict", "--ckpt", run, images, "--skip-bad")
     assert accepted.exit_code == 0 and "warning:" in accepted.stderr
+    nothing = cli("predict", "--ckpt", run, images / "notes.png")  # a text file, nothing else
+    assert nothing.exit_code == 2 and "predictions" not in nothing.stdout
+    assert "none of the 1 inputs could be read" in nothing.stderr
+    assert "notes.png: not a readable image (a text file" in nothing.stderr
     # worker processes decoding in batches of 3 report the same rows and the same skips
     parallel = tmp_path / "parallel.jsonl"
     args = ("--workers", 2, "--batch-size", 3, "--skip-bad", "--out", parallel)
@@ -132,12 +136,14 @@ def test_bad_arguments_stop_before_any_work(cli, folder_run, tmp_path: Path) -> 
     cases = {
         "--out FILE.txt": (["--out", tmp_path / "p.txt"], "must end in .csv, .json, .jsonl"),
         "--out a folder": (["--out", tmp_path], "is a folder"),
+        "--out in no folder": (["--out", tmp_path / "no" / "p.csv"], "does not exist"),
         "a missing input": ([], "does not exist"),
     }
     for args, expected in cases.values():
         inputs = [tmp_path / "nothing"] if not args else [root / "test"]
         result = cli("predict", "--ckpt", run, *inputs, *args)
         assert result.exit_code == 2 and expected in result.stderr, result.output
+    assert not (tmp_path / "no").exists()
     rows = tmp_path / "rows.csv"
     rows.write_text("1,2\n")
     refused = cli("predict", "--ckpt", run, rows)

@@ -1,6 +1,6 @@
 """What a run prints: a live progress bar on a terminal, periodic plain lines in logs.
 
-The engine reports events (epoch start, a batch done, a logged step, epoch end); a
+The training loop reports events (epoch start, a batch done, a logged step, epoch end); a
 reporter decides how they look. Everything a run reports goes to stdout, so `trainkit
 train x > log` keeps it all, down to the final scores; warnings and errors go to
 stderr, --quiet or not. A stdout that closes early (`trainkit train x | head`) ends the
@@ -49,20 +49,9 @@ def quiet_output(quiet: bool) -> Iterator[None]:
 
 
 def print_line(text: str) -> None:
-    """A line on stdout; once stdout is closed, nothing more is printed."""
-    try:
-        print(text, flush=True)
-    except BrokenPipeError:
-        _discard_stdout()
-
-
-def _discard_stdout() -> None:
-    """Point stdout at /dev/null, so later prints (and the flush at exit) go nowhere."""
-    devnull = open(os.devnull, "w")  # noqa: SIM115 (it lives as long as the process)
-    try:
-        os.dup2(devnull.fileno(), sys.stdout.fileno())
-    except (OSError, ValueError, AttributeError):
-        sys.stdout = devnull
+    """A line on stdout (the command line keeps a closed stdout from failing a command:
+    see `cli.app.ReaderMayLeave`)."""
+    print(text, flush=True)
 
 
 def print_status(text: str) -> None:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import pickle
 import shutil
 import struct
 from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO
+from typing import IO, BinaryIO
 
 # What torch.load(weights_only=True) raises for a file that is not a whole torch file:
 # a foreign pickle, random bytes, an empty, cut-short or corrupted file, a folder. Its
@@ -76,10 +77,43 @@ def atomic_copy(source: Path, target: Path) -> None:
             atomic_write(target, lambda handle: shutil.copyfileobj(original, handle))
 
 
+def not_a_torch_file(path: Path) -> str | None:
+    """What a file is, when its first bytes show it is not one torch.save wrote (a zip
+    archive, or a pickle for the legacy format): "a text file", "a JPEG image", ...;
+    None when it may be one."""
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(512)
+    except OSError:
+        return None
+    if head.startswith((b"PK\x03\x04", b"\x80")):
+        return None
+    for magic, kind in _MAGIC:
+        if head.startswith(magic):
+            return kind
+    if not head:
+        return "an empty file"
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError:
+        return "a binary file of another kind"
+    return "a YAML text file" if path.suffix.lower() in (".yaml", ".yml") else "a text file"
+
+
+_MAGIC = (
+    (b"\xff\xd8\xff", "a JPEG image"),
+    (b"\x89PNG", "a PNG image"),
+    (b"\x93NUMPY", "a NumPy array (.npy)"),
+    (b'{"__metadata__', "a safetensors file"),
+)
+
+
 def check_writable(path: Path, option: str, *, folder: bool = False) -> None:
     """Refuse, before any work, an output path that cannot be written: a folder where a
     file is wanted or the reverse, a file where a parent folder is needed, a read-only
-    place. Folders that do not exist yet are fine (they are made when writing)."""
+    place. An output folder that does not exist yet is made when writing (like mkdir
+    -p); an output file goes into a folder that exists (like cp), so that a typo in its
+    folder is caught rather than turned into new folders."""
     from trainkit.errors import UserError
 
     if folder and path.exists() and not path.is_dir():
@@ -90,9 +124,63 @@ def check_writable(path: Path, option: str, *, folder: bool = False) -> None:
         if parent.exists():
             if not parent.is_dir():
                 raise UserError(f"{option} {path}: {parent} is a file, not a folder.")
+            if not folder and parent != path.parent:
+                raise UserError(
+                    f"{option} {path}: the folder {path.parent} does not exist. Create it "
+                    "first, or write into a folder that exists."
+                )
             if not os.access(parent, os.W_OK | os.X_OK):
                 raise UserError(f"{option} {path}: {parent} is not writable.")
             return
+
+
+class FileLock:
+    """An exclusive advisory lock (flock) on a file that exists only while it is held.
+
+    The operating system releases the lock with the process that holds it, however it
+    ends. A clean release removes the file, so nothing is left behind; a holder that died
+    leaves the file (and what it wrote into it) for the next one to find. Removing a
+    lock file races with a process that opened it just before: so a lock is only taken
+    on the file that is still at `path` once locked, else tried again.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.handle: IO[str] | None = None
+
+    def acquire(self, *, wait: bool) -> bool:
+        """Take the lock (waiting for it when `wait`); False if another process holds
+        it. Holding it, `self.handle` is the file, open for reading and writing."""
+        while True:
+            handle = self.path.open("a+")
+            try:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+            except BlockingIOError:
+                handle.close()
+                return False
+            try:
+                current = os.stat(self.path).st_ino
+            except FileNotFoundError:
+                current = None
+            if current == os.fstat(handle.fileno()).st_ino:
+                self.handle = handle
+                return True
+            handle.close()  # its holder removed it as we waited: lock the one there now
+
+    def read(self) -> str:
+        """What the lock file holds (a holder's name), read without locking it."""
+        try:
+            return self.path.read_text().strip()
+        except OSError:
+            return ""
+
+    def release(self) -> None:
+        if self.handle is None:
+            return
+        with contextlib.suppress(OSError):
+            self.path.unlink()
+        self.handle.close()  # closing drops the flock
+        self.handle = None
 
 
 def _fsync_dir(folder: Path) -> None:

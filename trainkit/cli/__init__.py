@@ -12,7 +12,7 @@ import importlib
 import os
 import sys
 
-from trainkit.cli.app import app
+from trainkit.cli.app import ReaderMayLeave, app
 
 # Importing a command module registers its commands; `--help` lists them in this order.
 for _module in (
@@ -38,6 +38,7 @@ def main() -> None:
     handlers (a plugin's among them) still run, then the console streams are flushed,
     and only the teardown of the modules is skipped.
     """
+    sys.stdout = ReaderMayLeave(sys.stdout)  # type: ignore[assignment]
     try:
         app()
     except SystemExit as end:

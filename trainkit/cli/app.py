@@ -15,7 +15,7 @@ import time
 import traceback
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TextIO, TypeVar
 
 import typer
 
@@ -33,6 +33,45 @@ app = typer.Typer(
     rich_markup_mode=None,
     help="Train PyTorch models from a YAML experiment file: train, eval, resume, predict, export.",
 )
+
+
+class ReaderMayLeave:
+    """Standard output for a command whose reader may stop reading (`trainkit ls | head`).
+
+    A closed pipe is not an error of the command: from the first write that finds it
+    closed, stdout is pointed at /dev/null and the command goes on with its work (a run
+    trains to the end, `predict --out` still writes its file) and exits with the code
+    of that work. Every command line print goes through `sys.stdout`, so wrapping it
+    once covers print(), rich and Typer alike.
+    """
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except BrokenPipeError:
+            self._reader_left()
+            return len(text)
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            self._reader_left()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+    def _reader_left(self) -> None:
+        """Point the stream at /dev/null, so later writes (and the flush at exit) go
+        nowhere; what was buffered for the closed pipe is dropped."""
+        devnull = open(os.devnull, "w")  # noqa: SIM115 (it lives as long as the process)
+        try:
+            os.dup2(devnull.fileno(), self._stream.fileno())
+        except (OSError, ValueError, AttributeError):
+            self._stream = devnull
 
 
 def _print_version(wanted: bool) -> None:

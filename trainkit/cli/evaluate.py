@@ -61,7 +61,6 @@ def eval_(
             learned.add_row(name, _rounded(value))
         console.print(learned)
     if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(out, (json.dumps(result, indent=2) + "\n").encode())
 
 

@@ -48,7 +48,7 @@ def predict(
     from rich.table import Table
 
     from trainkit.console import stderr, warn
-    from trainkit.errors import RunFailed
+    from trainkit.errors import RunFailed, UserError
     from trainkit.inference.predict import check_output, collect, predict, write
     from trainkit.inference.trained_model import load_trained_model
 
@@ -77,6 +77,9 @@ def predict(
             advance=lambda n: progress.advance(task, n),
         )
 
+    if not result.rows:  # nothing to show: every input was unreadable
+        listed = "\n  ".join(result.skipped)
+        raise UserError(f"predict: none of the {len(files)} inputs could be read:\n  {listed}")
     regression = trained.objective.classify is None
     table = Table(title=f"{len(result.rows)} predictions by {trained.path}")
     table.add_column("input", overflow="fold")

@@ -144,29 +144,62 @@ def _torchvision_decoder() -> Any:
 
 
 def decode(path: Path, channels: int) -> Tensor:
-    """One image file at its own size as uint8 (channels, H, W), upright per its EXIF."""
-    try:
-        decode_image = _torchvision_decoder()
-        if decode_image is not None and path.suffix.lower() in _TORCHVISION_DECODES:
+    """One image file at its own size as uint8 (channels, H, W), upright per its EXIF.
+
+    torchvision decodes the formats it reads; Pillow reads the others, and any file
+    torchvision refuses (a BMP named .jpg, say). A file neither reads is an
+    UnreadableImage that names the file, what it seems to be, and what trainkit reads.
+    """
+    failure: Exception | None = None
+    decode_image = _torchvision_decoder()
+    if decode_image is not None and path.suffix.lower() in _TORCHVISION_DECODES:
+        try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", DeprecationWarning)  # see _torchvision_decoder
                 image = decode_image(
                     str(path), mode="RGB" if channels == 3 else "GRAY", apply_exif_orientation=True
                 )
             return image[0] if image.dim() == 4 else image  # an animated GIF: its first frame
-        from PIL import Image, ImageOps
-        from torchvision.transforms.v2.functional import pil_to_tensor
+        except _DECODER_ERRORS as exc:
+            failure = exc
+    from PIL import Image, ImageOps
+    from torchvision.transforms.v2.functional import pil_to_tensor
 
-        try:
-            with Image.open(path) as opened:
-                upright = ImageOps.exif_transpose(opened)
-                return pil_to_tensor(upright.convert("RGB" if channels == 3 else "L"))
-        except Image.DecompressionBombError as exc:  # not an OSError: said here as one
-            raise OSError(str(exc)) from None
-    except _DECODER_ERRORS as exc:  # every decoder failure means the same thing here
-        # torchvision's messages start with its C++ file and line
-        reason = _SOURCE_LOCATION.sub("", first_line(exc, 10_000))[:200]
-        raise UnreadableImage(f"{path}: not a readable image ({reason})") from None
+    try:
+        with Image.open(path) as opened:
+            upright = ImageOps.exif_transpose(opened)
+            return pil_to_tensor(upright.convert("RGB" if channels == 3 else "L"))
+    except (*_DECODER_ERRORS, Image.DecompressionBombError) as exc:
+        if failure is None or "Unsupported image file" in str(failure):
+            failure = exc  # Pillow knows more formats: say what it found
+        raise UnreadableImage(f"{path}: not a readable image ({_why(path, failure)})") from None
+
+
+READABLE = "JPEG, PNG, WebP, GIF, BMP, TIFF, PPM and PGM"
+
+
+def _why(path: Path, exc: Exception) -> str:
+    """Why a file is not an image, in words: what it seems to be, or the decoder's reason
+    (without torchvision's C++ file and line), and what trainkit reads."""
+    try:
+        head = path.read_bytes()[:512]
+    except OSError as missing:
+        return first_line(missing)
+    if not head:
+        seems = "an empty file"
+    elif _is_text(head):
+        seems = "a text file"
+    else:
+        seems = _SOURCE_LOCATION.sub("", first_line(exc, 10_000))[:200]
+    return f"{seems}; trainkit reads {READABLE}"
+
+
+def _is_text(head: bytes) -> bool:
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return b"\0" not in head
 
 
 class ImageFiles:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-import fcntl
+import contextlib
+import os
+import shutil
+import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -10,6 +13,7 @@ from pydantic import Field
 
 from trainkit.config.registry import DatasetParams, register_dataset
 from trainkit.errors import UserError
+from trainkit.files import FileLock
 
 if TYPE_CHECKING:
     from trainkit.data.memory import InMemoryDataset
@@ -54,16 +58,11 @@ class CIFAR10Params(TorchvisionDatasetParams):
 
 
 def _open(cls: Any, params: TorchvisionDatasetParams, train: bool) -> Any:
-    """One split through torchvision, with its errors turned into advice. A download
-    holds a lock in data.root, so processes that start together (torchrun's ranks, a
-    sweep's trials) fetch the files once, one after the other, instead of over each other."""
+    """One split through torchvision, with its errors turned into advice."""
     try:
         if not params.download:
             return cls(root=params.root, train=train, download=False)
-        Path(params.root).mkdir(parents=True, exist_ok=True)
-        with (Path(params.root) / ".download.lock").open("a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            return cls(root=params.root, train=train, download=True)
+        return _download_then_open(cls, Path(params.root), train)
     except (RuntimeError, OSError) as exc:
         hint = (
             "or set data.download=true to fetch them"
@@ -73,9 +72,51 @@ def _open(cls: Any, params: TorchvisionDatasetParams, train: bool) -> Any:
         )
         raise UserError(
             f"data: cannot read {cls.__name__} under data.root={params.root!r} "
-            f"({str(exc).strip()}). Point data.root at the folder that holds "
+            f"({' '.join(str(exc).split())}). Point data.root at the folder that holds "
             f"{cls.__name__}'s files{' ' if not params.download else ''}{hint}."
         ) from None
+
+
+def _download_then_open(cls: Any, root: Path, train: bool) -> Any:
+    """The split, downloaded first if its files are missing.
+
+    A download holds a lock in data.root, so processes that start together (torchrun's
+    ranks, a sweep's trials) fetch the files once, one after the other. It goes into a
+    staging folder inside data.root that is moved into place only once complete, so a
+    failed download leaves nothing behind that was not there before: no half-written
+    files, no lock file, no data.root it had to create.
+    """
+    made = [folder for folder in (root, *root.parents) if not folder.exists()]
+    root.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(root / ".download.lock")
+    lock.acquire(wait=True)
+    try:
+        try:
+            return cls(root=str(root), train=train, download=False)  # there already
+        except RuntimeError:
+            pass
+        staging = Path(tempfile.mkdtemp(prefix=".download-", dir=root))
+        try:
+            cls(root=str(staging), train=train, download=True)
+            for item in staging.iterdir():
+                _move_into(item, root / item.name)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        return cls(root=str(root), train=train, download=False)
+    finally:
+        lock.release()
+        with contextlib.suppress(OSError):  # the folders it made, if they stayed empty
+            for folder in made:
+                folder.rmdir()
+
+
+def _move_into(source: Path, target: Path) -> None:
+    """Move a downloaded file or folder into place, merging with what is there."""
+    if source.is_dir() and target.is_dir():
+        for item in source.iterdir():
+            _move_into(item, target / item.name)
+    else:
+        os.replace(source, target)
 
 
 @register_dataset("mnist", MNISTParams)

@@ -246,7 +246,6 @@ def write(predictions: Predictions, path: Path) -> None:
         text = "".join(json.dumps(record) + "\n" for record in records)
     else:
         text = _csv(predictions)
-    path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(path, text.encode())
 
 

@@ -54,7 +54,6 @@ def plot_runs(runs: list[Path], quantities: list[str] | None, out: Path) -> list
             axis.ticklabel_format(axis="y", style="sci", scilimits=(-3, 3))
     _legend(axes[0][0], list(histories), colours)
     figure.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(out, dpi=110)
     plt.close(figure)
     return wanted
@@ -178,7 +177,6 @@ def plot_sweep(directory: Path, out: Path) -> list[str]:
     axes[0][0].legend(fontsize=8)
     figure.suptitle(f"sweep {spec.name}: {len(rows)} trials")
     figure.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(out, dpi=110)
     plt.close(figure)
     return keys

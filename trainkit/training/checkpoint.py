@@ -33,7 +33,12 @@ import torch
 
 import trainkit
 from trainkit.errors import UserError, first_line, write_failed
-from trainkit.files import UNREADABLE_TORCH_FILE, atomic_copy, atomic_write
+from trainkit.files import (
+    UNREADABLE_TORCH_FILE,
+    atomic_copy,
+    atomic_write,
+    not_a_torch_file,
+)
 
 if TYPE_CHECKING:
     from torch import nn
@@ -162,6 +167,12 @@ def read_payload(path: Path) -> dict[str, Any]:
     """One checkpoint file's contents; a UserError if it is missing, damaged or not ours."""
     if not path.is_file():
         raise UserError(f"checkpoint not found: {path}.")
+    kind = not_a_torch_file(path)
+    if kind is not None:
+        raise UserError(
+            f"{path} is not a checkpoint: it is {kind}. Pass a checkpoint trainkit wrote "
+            "(RUN_DIR/best.pt, last.pt or epoch_NNNN.pt), or the run directory itself."
+        )
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except UNREADABLE_TORCH_FILE as exc:

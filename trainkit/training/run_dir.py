@@ -12,7 +12,6 @@ to tell a finished run from one still training or one that was stopped.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import shutil
@@ -23,7 +22,7 @@ from typing import Any, Literal
 
 from trainkit.console import warn
 from trainkit.errors import UserError
-from trainkit.files import atomic_write_bytes
+from trainkit.files import FileLock, atomic_write_bytes
 
 CONFIG_FILE = "config.yaml"
 STATUS_FILE = "run.json"
@@ -140,52 +139,41 @@ def _write_status(run_dir: Path, status: dict[str, Any]) -> None:
 
 
 class RunLock:
-    """One process writes a run at a time: an advisory lock on `<run>/.lock`.
+    """One process writes a run at a time: a lock on `<run>/.lock` (see `files.FileLock`),
+    which exists only while a process writes the run.
 
-    The lock is the operating system's (flock), so it ends with the process that holds
-    it, however that process ends. The file names the holder (pid, host, since when), so
-    a second writer is told who has the run; a holder that died without releasing it
-    left its name behind, and the next one takes over with a warning.
+    The lock file names its holder (pid, host, since when), so a second writer is told
+    who has the run; a holder that died without releasing it left its name behind, and
+    the next one takes over with a warning.
     """
 
     def __init__(self, run_dir: Path) -> None:
-        self.path = run_dir / LOCK_FILE
-        self.handle: Any = None
+        self.lock = FileLock(run_dir / LOCK_FILE)
 
     def acquire(self) -> RunLock:
-        handle = self.path.open("a+")
-        try:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip() or "another process"
-            handle.close()
+        lock = self.lock
+        if not lock.acquire(wait=False):
+            holder = lock.read() or "another process"
             raise UserError(
-                f"{self.path.parent} is being written by {holder}. Two processes must not "
+                f"{lock.path.parent} is being written by {holder}. Two processes must not "
                 "write one run: wait for it to finish, stop it (it saves last.pt), or write "
                 "a new run with --run-dir."
-            ) from None
-        handle.seek(0)
-        stale = handle.read().strip()
+            )
+        assert lock.handle is not None
+        lock.handle.seek(0)
+        stale = lock.handle.read().strip()
         if stale:
-            warn(f"{self.path.parent} was left locked by {stale}, which is gone; taking it over.")
+            warn(f"{lock.path.parent} was left locked by {stale}, which is gone; taking it over.")
         try:
-            handle.seek(0)
-            handle.truncate()
-            handle.write(f"process {os.getpid()} on {socket.gethostname()} since {_now()}")
-            handle.flush()
+            lock.handle.seek(0)
+            lock.handle.truncate()
+            lock.handle.write(f"process {os.getpid()} on {socket.gethostname()} since {_now()}")
+            lock.handle.flush()
         except OSError:
-            handle.close()  # unlocked again: nothing half-held stays behind
+            lock.release()  # unlocked again: nothing half-held stays behind
             raise
-        self.handle = handle
         return self
 
     def release(self) -> None:
-        """Empty the file (a clean exit leaves no name behind), then unlock."""
-        if self.handle is None:
-            return
-        with contextlib.suppress(OSError):
-            self.handle.truncate(0)
-            self.handle.flush()
-        self.handle.close()  # closing drops the flock
-        self.handle = None
+        """Unlock, leaving no lock file behind."""
+        self.lock.release()
