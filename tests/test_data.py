@@ -132,20 +132,30 @@ def test_synthetic_sets_are_deterministic_per_seed() -> None:
     assert logistic.info.input_shape == (3,)
 
 
-def test_image_folder_decodes_once_then_reads_the_cache(tmp_path: Path) -> None:
+def test_image_folder_decodes_once_then_reads_the_cache(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     root = write_image_folder(tmp_path / "pets")
     params = {"name": "image_folder", "root": str(root), "image_size": 16, "workers": 0}
     data = build(params)
     assert data.info.class_names == ("cat", "dog", "owl")
     assert tuple(data.train.inputs.shape[1:]) == (3, 16, 16)
     assert len(data.train) + len(data.val) == 18 and len(data.test) == 18
-    caches = list((root / ".trainkit-cache").glob("*.pt"))
-    assert len(caches) == 1
+    cache_home = Path(os.environ["XDG_CACHE_HOME"]) / "trainkit" / "image_folder"
+    caches = list(cache_home.glob("pets-*.pt"))
+    assert (
+        len(caches) == 1 and f"cached the decoded images in {caches[0]}" in capsys.readouterr().out
+    )
+    assert not (root / ".trainkit-cache").exists()  # nothing written into the dataset
     # A cached read gives the same tensors even when the images are gone ...
     os.utime(caches[0])
     again = build(params)
     assert torch.equal(again.train.inputs, data.train.inputs)
-    # ... and a changed file invalidates it.
+    assert f"read the decoded images from the cache {caches[0]}" in capsys.readouterr().out
+    # ... a changed file invalidates it, and another folder of the same files has its own.
+    twin = write_image_folder(tmp_path / "twin")
+    assert len(build({**params, "root": str(twin)}).test) == 18
+    assert len(list(cache_home.glob("twin-*.pt"))) == 1
     (root / "train" / "cat" / "0.png").unlink()
     assert len(build(params).train) + len(build(params).val) == 17
 
@@ -276,3 +286,22 @@ def test_mnist_augment_shifts_digits_by_up_to_max_shift_without_flipping(
         assert any(torch.equal(image, w) for w in windows)  # a shift, never a mirror image
         moved += not torch.equal(image, source[:, shift : shift + 28, shift : shift + 28])
     assert moved >= 4
+
+
+def test_a_read_only_dataset_folder_trains_and_is_cached_elsewhere(
+    small_disk, cli, write_config, tmp_path: Path
+) -> None:
+    import subprocess
+
+    disk = small_disk(2048)
+    root = write_image_folder(disk / "pets", per_class=4, size=12)
+    remounted = subprocess.run(["mount", "-o", "remount,ro", str(disk)], capture_output=True)
+    if remounted.returncode != 0:
+        pytest.skip(f"cannot make the tmpfs read-only here: {remounted.stderr!r}")
+    raw = {"name": "image_folder", "root": str(root), "image_size": 8, "workers": 0}
+    config = write_config(model={"name": "mlp"}, data=raw, trainer={"epochs": 1})
+    result = cli("train", config, "--run-dir", tmp_path / "run")
+    assert result.exit_code == 0, result.output
+    cache_home = Path(os.environ["XDG_CACHE_HOME"]) / "trainkit" / "image_folder"
+    assert f"cached the decoded images in {cache_home}" in result.stdout
+    assert "warning" not in result.stderr

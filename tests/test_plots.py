@@ -20,6 +20,7 @@ def two_runs(cli, write_config, tmp_path: Path) -> Path:
 
 def test_plot_draws_each_run_in_its_colour(cli, two_runs: Path, tmp_path: Path) -> None:
     out = tmp_path / "pictures" / "curves.png"
+    out.parent.mkdir()
     result = cli("plot", two_runs / "fast", two_runs / "slow", "--out", out)
     assert result.exit_code == 0, result.output
     assert result.stdout.strip() == f"loss, accuracy, lr of 2 runs: {out}"

@@ -26,8 +26,9 @@ def test_a_locked_run_names_its_holder_and_a_stale_lock_is_taken_over(
     assert f"is being written by process {os.getpid()} on {socket.gethostname()}" in str(
         caught.value
     )
+    assert (tmp_path / ".lock").is_file()  # the lock file exists while it is held
     holder.release()
-    assert (tmp_path / ".lock").read_text() == ""  # a clean release leaves no name
+    assert not (tmp_path / ".lock").exists()  # a clean release leaves nothing behind
     RunLock(tmp_path).acquire().release()
     assert "warning" not in capsys.readouterr().err
     # A holder killed without releasing left its name; the lock itself died with it.
@@ -72,3 +73,33 @@ def test_a_run_that_is_training_has_one_writer_and_many_readers(cli, training) -
     rows.write_text("0.5,0.5\n")
     assert cli("predict", "--ckpt", run, rows).exit_code == 0
     assert process.poll() is None  # and the training went on undisturbed
+
+
+def test_a_finished_run_keeps_no_lock_file(cli, write_config, tmp_path: Path) -> None:
+    assert cli("train", write_config(), "--run-dir", tmp_path / "run", "-q").exit_code == 0
+    assert not (tmp_path / "run" / ".lock").exists()
+    assert cli("resume", tmp_path / "run", "--set", "trainer.epochs=4", "-q").exit_code == 0
+    assert not (tmp_path / "run" / ".lock").exists()
+
+
+def test_a_lock_removed_by_its_holder_is_not_taken_twice(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A waiter that opened the lock file just before its holder removed it must lock the
+    file now at the path, not the removed one: else two processes could both hold it."""
+    from trainkit.files import FileLock
+
+    path = tmp_path / "x.lock"
+    first = FileLock(path)
+    assert first.acquire(wait=False)
+    stale = path.open("a+")  # what a waiter had opened when the holder let go
+    first.release()  # the file is removed, then unlocked
+    opened = iter([stale])
+    real_open = Path.open
+    monkeypatch.setattr(Path, "open", lambda self, *a: next(opened, None) or real_open(self, *a))
+    waiter = FileLock(path)
+    assert waiter.acquire(wait=True)
+    assert waiter.handle is not stale and stale.closed  # it let go of the removed file
+    assert os.fstat(waiter.handle.fileno()).st_ino == path.stat().st_ino
+    assert not FileLock(path).acquire(wait=False)  # and holds the one at the path
+    waiter.release()

@@ -239,6 +239,30 @@ def test_weights_that_are_not_cached_offline_are_a_clear_error(
     assert "not in torchvision's cache" in result.stderr
     assert f"put it at {expected}" in result.stderr.replace("\n", "")
     assert not (tmp_path / "checkpoints").exists()
+    assert "scanning" not in result.stdout  # said before any image was read
+
+
+def test_what_can_be_checked_without_the_data_is_checked_first(
+    cli, write_config, tmp_path: Path
+) -> None:
+    """A run directory that is taken, or an init_from file that is missing, is refused
+    before the dataset is scanned or decoded (or a cache written)."""
+    root = write_image_folder(tmp_path / "checked_first", per_class=2)
+    data = {"name": "image_folder", "root": str(root), "workers": 0}
+    config = write_config(model={"name": "lenet"}, data=data)
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "mine.txt").write_text("mine")
+    cases = {
+        "--run-dir taken": (["--run-dir", tmp_path / "taken"], "already exists"),
+        "init_from missing": (["--set", "model.init_from=nope.pt"], "no such file"),
+    }
+    for options, expected in cases.values():
+        result = cli("train", config, *options)
+        assert result.exit_code == 2 and expected in result.stderr, result.output
+        assert "scanning" not in result.stdout
+    cache = Path(os.environ["XDG_CACHE_HOME"]) / "trainkit" / "image_folder"
+    assert not list(cache.glob("checked_first-*"))  # nothing was decoded
+    assert (tmp_path / "taken" / "mine.txt").read_text() == "mine"
 
 
 def test_torchvision_names_are_checked_with_suggestions(cli, write_config, tmp_path: Path) -> None:

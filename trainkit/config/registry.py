@@ -16,6 +16,7 @@ import difflib
 import inspect
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt
@@ -55,6 +56,13 @@ class ModelParams(Params):
         description="Keep the parameters under these name prefixes fixed, e.g. [conv1, layer1]; "
         "BatchNorm layers inside them keep their statistics fixed too.",
     )
+
+    def prepare(self) -> None:
+        """Check (or fetch) the files building this model reads, before a new run reads
+        any data: a missing `init_from` file, or pretrained weights that cannot be had,
+        must not cost a dataset's decoding first."""
+        if self.init_from is not None and not Path(self.init_from).expanduser().is_file():
+            raise UserError(f"model.init_from={self.init_from!r}: no such file.")
 
     def label(self) -> str:
         """How the first line of a run names this model."""

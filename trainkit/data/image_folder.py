@@ -23,7 +23,7 @@ from pydantic import Field, model_validator
 from trainkit.config.registry import DatasetParams, register_dataset
 from trainkit.console import print_status, progress, warn
 from trainkit.data.images import IMAGE_EXTENSIONS, ImageFiles
-from trainkit.errors import UserError
+from trainkit.errors import UserError, first_line
 from trainkit.files import UNREADABLE_TORCH_FILE, atomic_write
 
 if TYPE_CHECKING:
@@ -84,7 +84,10 @@ class ImageFolderParams(DatasetParams):
         "memory) or the next readable image stands in for it (streaming).",
     )
     cache_dir: str | None = Field(
-        None, description="Where decoded tensors are cached; null: <root>/.trainkit-cache."
+        None,
+        description="Where decoded images are cached; null: trainkit/image_folder/ in the "
+        "user's cache folder ($XDG_CACHE_HOME, else ~/.cache), so a read-only or shared "
+        "dataset folder is never written to.",
     )
     workers: int | None = Field(
         None, ge=0, description="Processes that decode the images; null: one per core, up to 8."
@@ -170,9 +173,18 @@ def _list(folder: Path) -> tuple[Files, list[str]]:
     return Files([path for path, _ in samples], targets), classes
 
 
+def _cache_dir(params: ImageFolderParams) -> Path:
+    if params.cache_dir:
+        return Path(params.cache_dir).expanduser()
+    home = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(home) / "trainkit" / "image_folder"
+
+
 def _fingerprint(root: Path, params: ImageFolderParams) -> str:
-    key = f"v2 size={params.size[0]} resize={params.resize} channels={params.channels}"
-    key += f" skip_bad={params.skip_bad}"
+    """The cache key: the folder, the image format and every file's name, size and time
+    (one cache folder serves every dataset, so the folder itself is part of the key)."""
+    key = f"v3 root={root.resolve()} size={params.size[0]} resize={params.resize}"
+    key += f" channels={params.channels} skip_bad={params.skip_bad}"
     digest = hashlib.sha256(key.encode())
     for split in ("train", "test"):
         for folder, dirs, files in sorted(os.walk(root / split, followlinks=True)):
@@ -240,13 +252,13 @@ def _load_or_decode(
 ) -> dict[str, Any]:
     import torch
 
-    cache_dir = root / ".trainkit-cache"
-    if params.cache_dir:
-        cache_dir = Path(params.cache_dir).expanduser()
-    cache = cache_dir / f"image_folder-{_fingerprint(root, params)}.pt"
+    cache_dir = _cache_dir(params)
+    cache = cache_dir / f"{root.name}-{_fingerprint(root, params)}.pt"
     if cache.is_file():
         try:
-            return torch.load(cache, weights_only=True)
+            decoded = torch.load(cache, weights_only=True)
+            print_status(f"read the decoded images from the cache {cache}")
+            return decoded
         except UNREADABLE_TORCH_FILE:  # a damaged cache is rebuilt, never trusted
             cache.unlink(missing_ok=True)
     fit, tested = (
@@ -263,8 +275,12 @@ def _load_or_decode(
     try:
         cache_dir.mkdir(parents=True, exist_ok=True)
         atomic_write(cache, lambda handle: torch.save(decoded, handle))
-    except OSError:
-        pass  # a read-only data folder: still train, just decode again next time
+        print_status(f"cached the decoded images in {cache}")
+    except OSError as exc:  # still train; decode again next time
+        warn(
+            f"could not cache the decoded images in {cache_dir} ({first_line(exc)}); they "
+            "are decoded again next time. Set data.cache_dir to a writable folder."
+        )
     return decoded
 
 

@@ -83,6 +83,13 @@ class TorchvisionModelParams(ModelParams):
     def label(self) -> str:
         return f"torchvision {self.arch}" + (f" ({self.weights} weights)" if self.weights else "")
 
+    def prepare(self) -> None:
+        super().prepare()
+        if self.weights is not None and self._read_weights:
+            weights = _weights_enum(self.arch)[self.weights]
+            if not weights_file(weights).is_file():
+                _fetch_pretrained(weights)  # downloads into the cache, or says how to
+
     def for_checkpoint(self) -> TorchvisionModelParams:
         """The same network without reading the pretrained file: a checkpoint's weights
         replace them, and a fine-tuned model must load where ImageNet's are not cached."""
@@ -125,10 +132,16 @@ def _architecture_kwargs(arch: str, weights: Any) -> dict[str, Any]:
 def _load_pretrained(net: nn.Module, weights: Any) -> None:
     """Load the weights through torchvision (`WeightsEnum.get_state_dict`, which reads its
     cache under TORCH_HOME and downloads there the first time, when a network is there)."""
+    net.load_state_dict(_fetch_pretrained(weights))
+
+
+def _fetch_pretrained(weights: Any) -> dict[str, Any]:
+    """The pretrained state_dict, from torchvision's cache or downloaded into it; a
+    failed download or a bad file is a UserError that says which, and what to do."""
     path = weights_file(weights)
     try:
-        net.load_state_dict(weights.get_state_dict(progress=False, check_hash=True))
-    except UNREADABLE_TORCH_FILE as exc:  # a failed download or a bad file: say which
+        return weights.get_state_dict(progress=False, check_hash=True)
+    except UNREADABLE_TORCH_FILE as exc:
         reason = first_line(exc)
         if path.is_file():
             raise UserError(

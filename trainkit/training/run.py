@@ -30,6 +30,7 @@ from trainkit.training.metrics_log import MetricsLog
 from trainkit.training.run_dir import (
     RunLock,
     Status,
+    check_new_run_dir,
     create_run_dir,
     discard_run_dir,
     mark_ended,
@@ -64,6 +65,9 @@ def train(config: Config, run_dir: Path | None = None, *, quiet: bool = False) -
     """
     where = run_dir or Path(config.checkpoint.runs_dir)
     check_writable(where, "--run-dir" if run_dir else "checkpoint.runs_dir", folder=True)
+    if run_dir is not None:
+        check_new_run_dir(run_dir)
+    config.model.prepare()  # weights files: found (or fetched) before any data is read
     world = join_world(config)
     lock = None
     try:

@@ -43,13 +43,19 @@ def discard_run_dir(run_dir: Path, *, made_here: bool) -> None:
             path.unlink(missing_ok=True)
 
 
+def check_new_run_dir(explicit: Path) -> None:
+    """A --run-dir for a new run is a new or empty folder (checked before any work, and
+    again when it is made)."""
+    if explicit.exists() and (not explicit.is_dir() or any(explicit.iterdir())):
+        raise UserError(
+            f"--run-dir {explicit} already exists and is not an empty folder. Pick a new "
+            f"folder, or continue that run with `trainkit resume {explicit}`."
+        )
+
+
 def create_run_dir(root: Path, name: str, explicit: Path | None = None) -> Path:
     if explicit is not None:
-        if explicit.exists() and (not explicit.is_dir() or any(explicit.iterdir())):
-            raise UserError(
-                f"--run-dir {explicit} already exists and is not an empty folder. Pick a new "
-                f"folder, or continue that run with `trainkit resume {explicit}`."
-            )
+        check_new_run_dir(explicit)
         explicit.mkdir(parents=True, exist_ok=True)
         return explicit
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
