@@ -405,3 +405,14 @@ def test_every_command_treats_a_closed_stdout_alike(write_config, tmp_path: Path
         assert done.returncode == 0, (name, done.stderr[-2000:])
         assert b"Traceback" not in done.stderr and b"error" not in done.stderr, name
     assert len((tmp_path / "p.csv").read_text().splitlines()) == 201  # written all the same
+
+
+def test_ls_reads_at_80_columns(cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A pipe or a narrow terminal gets one key a line, descriptions wrapped under it."""
+    monkeypatch.setenv("COLUMNS", "80")
+    listed = cli("ls").stdout.splitlines()
+    assert max(len(line) for line in listed) <= 80
+    assert not any(mark in "".join(listed) for mark in "┃│┏━")  # no table to wrap
+    assert "  mlp: Fully connected network on the flattened input." in listed
+    assert "    hidden: list[int] = [100]" in listed
+    assert len(listed) < 400  # it used to be 456 lines of a wrapped three-column table

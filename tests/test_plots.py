@@ -64,3 +64,17 @@ def test_plot_refuses_what_it_cannot_draw(
     )
     missing = cli("plot", two_runs / "fast", "--out", tmp_path / "x.png")
     assert missing.exit_code == 2 and "pip install 'trainkit[plot]'" in missing.stderr
+
+
+def test_a_learning_rate_logged_less_often_than_epochs_is_drawn_from_the_epochs(
+    cli, write_config, tmp_path: Path
+) -> None:
+    """12 steps an epoch and a record every 40: one interval point, which alone would be
+    invisible; the epoch records draw the curve instead."""
+    config = write_config(logging={"log_every_steps": 40}, trainer={"epochs": 4})
+    assert cli("train", config, "--run-dir", tmp_path / "run", "-q").exit_code == 0
+    out = tmp_path / "lr.png"
+    assert cli("plot", tmp_path / "run", "--metric", "lr", "--out", out).exit_code == 0
+    image = np.asarray(Image.open(out).convert("RGB")).astype(int)
+    blue = (abs(image - [31, 119, 180]).sum(axis=2) < 60).sum()
+    assert blue > 300  # a line across the panel, not a lone point

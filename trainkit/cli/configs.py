@@ -12,8 +12,6 @@ import typer
 from trainkit.cli.app import Overrides, Plugins, Unsets, command, command_line, stdout
 
 if TYPE_CHECKING:
-    from rich.text import Text
-
     from trainkit.config.registry import Params
 
 
@@ -30,24 +28,6 @@ def validate(
     typer.echo(to_yaml(load_config(config, command_line(overrides, unsets))), nl=False)
 
 
-def _describe(params: type[Params], shared: type[Params] | None = None) -> Text:
-    """Each parameter with its type, default and description, as `ls` shows them; those
-    `shared` with the registry's base are left to the table's first row."""
-    from rich.text import Text
-
-    from trainkit.config.reference import keys
-
-    text = Text()
-    for key in keys(params, shared):
-        default = "required" if key.default == "required" else f"= {key.default}"
-        text.append(key.name, style="bold")
-        text.append(f": {key.type} {default}\n")
-        if key.description:
-            text.append(f"  {key.description}\n", style="dim")
-    text.rstrip()
-    return text
-
-
 @command()
 def ls(
     kind: Annotated[
@@ -59,9 +39,10 @@ def ls(
     plugins: Plugins = None,
 ) -> None:
     """List the registered components and their parameters."""
-    from rich.table import Table
+    import textwrap
 
     from trainkit.config.plugins import load_components
+    from trainkit.config.reference import keys
     from trainkit.config.registry import REGISTRIES, suggest
     from trainkit.errors import UserError
 
@@ -73,18 +54,37 @@ def ls(
         )
     console = stdout()
     load_components(plugins or [])
+
+    def say(text: str, indent: int, style: str | None = None, hang: int = 0) -> None:
+        """`text` wrapped to the terminal's width (80 columns in a pipe), every line
+        indented (the later ones `hang` more), so a list of keys reads at any width."""
+        lines = textwrap.wrap(
+            text,
+            max(40, console.width),
+            initial_indent=" " * indent,
+            subsequent_indent=" " * (indent + hang),
+            break_on_hyphens=False,
+        )
+        for line in lines:
+            console.print(line, style=style, highlight=False, markup=False)
+
+    def show(params: type[Params], shared: type[Params] | None = None) -> None:
+        for key in keys(params, shared):
+            default = "required" if key.default == "required" else f"= {key.default}"
+            say(f"{key.name}: {key.type} {default}", 4)
+            if key.description:
+                say(key.description, 8, "dim")
+
     for key in [kind] if kind else list(REGISTRIES):
-        table = Table(title=key, show_lines=True)
-        table.add_column("name", style="bold")
-        table.add_column("what it is")
-        table.add_column("parameters")
         registry = REGISTRIES[key]
+        console.print(key, style="bold underline", highlight=False)
         if registry.base.model_fields:
-            every = f"(every {registry.kind})"
-            table.add_row(every, "shared by all below", _describe(registry.base))
+            say(f"every {registry.kind} takes:", 2, "italic")
+            show(registry.base)
         for entry in registry:
-            table.add_row(entry.name, entry.summary, _describe(entry.params, registry.base))
-        console.print(table)
+            say(f"{entry.name}: {entry.summary}", 2, "bold", hang=len(entry.name) + 2)
+            show(entry.params, registry.base)
+        console.print()
 
 
 class SchemaFormat(str, Enum):

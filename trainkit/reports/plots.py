@@ -79,6 +79,8 @@ def _draw(axis: Any, records: list[dict[str, Any]], quantity: str, colour: str) 
     epochs = [r for r in records if r["scope"] == "epoch"]
 
     def line(points: list[tuple[float, float]], style: str, **looks: Any) -> None:
+        if len(points) == 1 and "marker" not in looks and style in ("-", "--"):
+            looks = {**looks, "marker": "o", "markersize": 4}  # one point: still seen
         if points:
             axis.plot(*zip(*points, strict=True), style, color=colour, **looks)
 
@@ -92,15 +94,11 @@ def _draw(axis: Any, records: list[dict[str, Any]], quantity: str, colour: str) 
         for r in records
         if per_epoch and r["scope"] == "interval" and between in r
     ]
-    if steps:
+    at_epochs = [(r["epoch"], r[between]) for r in epochs if between in r]
+    if len(steps) >= max(2, len(at_epochs)):  # intervals finer than epochs: draw them
         line(steps, "-", alpha=0.35 if quantity == "loss" else 1.0, linewidth=0.8)
-    elif "/" not in between:
-        line(
-            [(r["epoch"], r[between]) for r in epochs if between in r],
-            "-",
-            marker="o",
-            markersize=3,
-        )
+    elif "/" not in between:  # sparse intervals (epochs shorter than log_every_steps)
+        line(at_epochs, "-", marker="o", markersize=3)
     tests = [r for r in records if r["scope"] == "test" and f"test/{quantity}" in r]
     line([(r["epoch"], r[f"test/{quantity}"]) for r in tests], "*", markersize=11)
 
