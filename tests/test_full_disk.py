@@ -111,7 +111,7 @@ def test_a_metrics_write_that_fails_is_a_write_failure(
     monkeypatch.setattr(metrics_log.json, "dumps", dumps)
     result = cli("train", write_config(EXPERIMENT), "--run-dir", tmp_path / "run")
     assert result.exit_code == 1
-    assert "could not write the metrics (metrics.jsonl, tb/)" in result.stderr
+    assert "could not write the metrics (metrics.jsonl, TensorBoard events)" in result.stderr
     assert "checkpoints written before are intact" in result.stderr
     early = cli("train", write_config(EXPERIMENT), "--run-dir", tmp_path / "early")
     assert early.exit_code == 0  # (records counts on: this run logs without failing)

@@ -15,7 +15,7 @@ def test_tensorboard_opens_on_loss_and_accuracy_with_hparams_in_their_tab(
     from tensorboard.plugins.hparams import plugin_data_pb2
 
     assert cli("train", write_config(), "--run-dir", tmp_path / "run", "-q").exit_code == 0
-    events = EventAccumulator(str(tmp_path / "run" / "tb"))
+    events = EventAccumulator(str(tmp_path / "run"))
     events.Reload()
     tags = set(events.Tags()["scalars"])
     assert tags == {
@@ -58,3 +58,28 @@ def test_every_record_has_a_scope_even_in_old_files(tmp_path: Path) -> None:
     assert [r["scope"] for r in read_records(tmp_path)] == ["interval", "epoch", "test"]
     assert tensorboard_tag("val/accuracy", "epoch") == "accuracy/val"
     assert tensorboard_tag("samples_per_sec", "epoch") == "timing/epoch_samples_per_sec"
+
+
+def test_tensorboard_names_each_run_by_its_folder(cli, write_config, tmp_path: Path) -> None:
+    """`tensorboard --logdir checkpoints` lists runs as <name>/<run-id>; a run written
+    before the events moved out of tb/ keeps writing there when it is resumed."""
+    from tensorboard.backend.event_processing.plugin_event_multiplexer import EventMultiplexer
+
+    for name in ("alpha", "beta"):
+        config = write_config(name=f"{name}.yaml", trainer={"epochs": 2})
+        assert cli("train", config, "--set", f"name={name}", "-q").exit_code == 0
+    runs = EventMultiplexer().AddRunsFromDirectory(str(tmp_path / "checkpoints"))
+    names = sorted(runs.Runs())
+    assert [n.split("/")[0] for n in names] == ["alpha", "beta"]
+    assert all(len(n.split("/")) == 2 for n in names)  # <name>/<run-id>, nothing after
+    old = next((tmp_path / "checkpoints" / "alpha").iterdir())
+    (old / "tb").mkdir()
+    for events in old.glob("events.out.tfevents.*"):
+        events.rename(old / "tb" / events.name)
+    assert cli("resume", old, "--set", "trainer.epochs=3", "-q").exit_code == 0
+    assert not list(old.glob("events.out.tfevents.*"))
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    resumed = EventAccumulator(str(old / "tb"))
+    resumed.Reload()
+    assert [e.step for e in resumed.Scalars("loss/train")] == [12, 24, 36]

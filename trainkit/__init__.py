@@ -1,3 +1,3 @@
 """trainkit: config-driven PyTorch training from a YAML experiment file."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -112,7 +112,9 @@ class LoggingConfig(Params):
     log_every_steps: int = Field(
         50, ge=1, description="Steps between progress updates and train/loss points."
     )
-    tensorboard: bool = Field(True, description="Write TensorBoard events to tb/.")
+    tensorboard: bool = Field(
+        True, description="Write TensorBoard events (into the run directory)."
+    )
 
 
 class Config(Params):

@@ -30,7 +30,7 @@ from trainkit.files import atomic_write_bytes
 
 METRICS_FILE = "metrics.jsonl"
 ABANDONED_FILE = "metrics.abandoned.jsonl"  # records a resume replayed, kept aside
-TB_DIR = "tb"
+OLD_TB_DIR = "tb"  # where runs before 0.2 kept their events; they keep them there
 Scope = Literal["interval", "epoch", "test"]
 TIMING = ("epoch_time", "samples_per_sec")
 
@@ -72,7 +72,7 @@ class MetricsLog:
 
                 _quiet_writer_threads()
                 purge = resume_step + 1 if resume_step is not None else None
-                self.writer = SummaryWriter(str(run_dir / TB_DIR), purge_step=purge)
+                self.writer = SummaryWriter(str(events_dir(run_dir)), purge_step=purge)
 
     @contextlib.contextmanager
     def _reporting_failures(self) -> Iterator[None]:
@@ -80,7 +80,10 @@ class MetricsLog:
             yield
         except OSError as exc:
             raise write_failed(
-                "the metrics (metrics.jsonl, tb/)", self.run_dir, exc, resumable=self.resumable()
+                "the metrics (metrics.jsonl, TensorBoard events)",
+                self.run_dir,
+                exc,
+                resumable=self.resumable(),
             ) from None
 
     def _set_aside_after(self, step: int) -> None:
@@ -131,6 +134,14 @@ class MetricsLog:
             self.file.close()
             if self.writer is not None:
                 self.writer.close()
+
+
+def events_dir(run_dir: Path) -> Path:
+    """Where a run's TensorBoard events go: the run directory itself, so that
+    `tensorboard --logdir checkpoints` names each run by its name and id; a run written
+    before that keeps its tb/ folder when resumed, one history in one place."""
+    old = run_dir / OLD_TB_DIR
+    return old if old.is_dir() else run_dir
 
 
 def _quiet_writer_threads() -> None:

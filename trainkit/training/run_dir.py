@@ -1,6 +1,7 @@
 """Run directories: `<checkpoint.runs_dir>/<name>/<run-id>/`, or one the user names.
 
-A run directory holds config.yaml, the checkpoints, metrics.jsonl, tb/ and run.json. It
+A run directory holds config.yaml, the checkpoints, metrics.jsonl, TensorBoard's events
+and run.json. It
 is created only once the config is valid and every component has been built, so a bad
 config leaves nothing behind, and an existing run is never written over.
 
