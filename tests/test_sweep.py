@@ -202,3 +202,92 @@ def test_a_new_trial_gets_a_gpu_no_running_trial_holds() -> None:
     assert free_device([0, 1], [None]) == 0  # an adopted trial's device is unknown
     assert free_device([0, 1, 2], [0, 2]) == 1
     assert free_device([0, 1], [0, 1, 1]) == 0  # more trials than GPUs: the least loaded
+
+
+FAILING = {
+    "name": "fixable",
+    "base": "experiment.yaml",
+    "metric": "val/accuracy",
+    "trials": 3,
+    "parallel": 2,
+    "sampler": "grid",
+    "pruner": "none",
+    "space": {"optimizer.lr": {"choice": [0.05, 0.1, 0.2]}},
+}
+
+
+@pytest.mark.slow
+def test_a_sweep_that_fails_alike_stops_says_why_and_retries_once_fixed(
+    cli, write_config, tmp_path: Path
+) -> None:
+    from tests.disk_datasets import write_image_folder
+
+    missing = {"name": "image_folder", "root": str(tmp_path / "nowhere"), "workers": 0}
+    write_config(model={"name": "mlp", "hidden": [8]}, data=missing, trainer={"epochs": 1})
+    sweep_file = tmp_path / "fixable.yaml"
+    sweep_file.write_text(yaml.safe_dump(FAILING))
+    directory = tmp_path / "checkpoints" / "fixable"
+
+    failed = cli("sweep", sweep_file, "-q")
+    assert failed.exit_code == 1, failed.output
+    assert "its first trials all failed with the same error" in failed.stderr
+    # the trial's whole message, down to its last words (the fix), not a cut first line
+    assert "image_folder expects ROOT/train/<class>/<image> and ROOT/test/<class>/<image>" in (
+        failed.stderr.replace("\n", " ")
+    )
+    assert "best config" not in failed.output and not (directory / "best.yaml").exists()
+    first = {r["optimizer.lr"]: r["state"] for r in trials(directory)}
+    assert sorted(first.values()).count("fail") == 3
+
+    folder = write_image_folder(tmp_path / "pets", per_class=6, size=12)
+    fixed = cli("sweep", sweep_file, "--set", f"data.root={folder}", "--set", "data.image_size=8")
+    assert fixed.exit_code == 0, fixed.output
+    rows = trials(directory)
+    assert [r["state"] for r in rows] == ["complete"] * 3  # the failed ones, tried again
+    assert {r["optimizer.lr"] for r in rows} == set(first)
+    assert all(int(r["trial"]) >= 3 for r in rows)  # new trials, the failed ones left out
+    assert "3 completed" in fixed.stdout and (directory / "best.yaml").is_file()
+    assert f"--set data.root={folder}" in (directory / "base.yaml").read_text().splitlines()[0]
+    # another base for a sweep whose trials finished: refused, naming the difference
+    other = cli("sweep", sweep_file, "--set", f"data.root={folder}", "--set", "data.image_size=12")
+    assert other.exit_code == 2 and "data.image_size" in other.stderr
+    # trainkit runs shows the sweep as one row; its folder lists its trials
+    train = write_config(name="lone.yaml")
+    assert (
+        cli("train", train, "--run-dir", tmp_path / "checkpoints" / "lone" / "r", "-q").exit_code
+        == 0
+    )
+    listed = cli("runs", tmp_path / "checkpoints").stdout
+    assert "1 run and 1 sweep" in listed and "3/3 trials" in listed and "trial-" not in listed
+    assert len(json.loads(cli("runs", directory, "--json").stdout)) == 3  # its trials, as runs
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sampler", ["tpe", "random"])
+def test_a_continued_sweep_proposes_what_an_uninterrupted_one_would(
+    sampler: str, cli, write_config, tmp_path: Path
+) -> None:
+    """A new coordinator (after a stop, or to extend a sweep) must not start the
+    sampler's sequence over: the proposals depend on the seed and the history only."""
+    write_config(trainer={"epochs": 1}, logging={"tensorboard": False})
+    spec = {
+        "name": "again",
+        "base": "experiment.yaml",
+        "metric": "val/loss",
+        "trials": 3,
+        "sampler": sampler,
+        "pruner": "none",
+        "seed": 7,
+        "space": {"optimizer.lr": {"float": [0.01, 0.5], "log": True}},
+    }
+    sweep_file = tmp_path / "again.yaml"
+
+    def proposals(directory: Path, steps: list[int]) -> list[str]:
+        for count in steps:
+            sweep_file.write_text(yaml.safe_dump(dict(spec, trials=count)))
+            assert cli("sweep", sweep_file, "--dir", directory, "-q").exit_code == 0
+        return [r["optimizer.lr"] for r in sorted(trials(directory), key=lambda r: int(r["trial"]))]
+
+    whole = proposals(tmp_path / "whole", [3])
+    pieces = proposals(tmp_path / "pieces", [1, 2, 3])
+    assert pieces == whole and len(set(whole)) == 3

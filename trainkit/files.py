@@ -167,6 +167,22 @@ class FileLock:
                 return True
             handle.close()  # its holder removed it as we waited: lock the one there now
 
+    @staticmethod
+    def is_held(path: Path) -> bool:
+        """Whether a process holds the lock at `path`, asked without creating the file
+        (a shared lock taken and dropped at once; a holder's exclusive one refuses it)."""
+        try:
+            handle = path.open("r")
+        except OSError:
+            return False
+        with handle:
+            try:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+        return False
+
     def read(self) -> str:
         """What the lock file holds (a holder's name), read without locking it."""
         try:

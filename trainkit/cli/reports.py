@@ -24,7 +24,10 @@ def runs(
         bool, typer.Option("--json", help="Print JSON, one object per run.")
     ] = False,
 ) -> None:
-    """List runs: status, progress, best score, test accuracy, time."""
+    """List runs: status, progress, best score, test accuracy, time.
+
+    A sweep is one row; `trainkit runs SWEEP_DIR` lists its trials.
+    """
     from trainkit.console import clock, print_line
     from trainkit.errors import UserError
     from trainkit.reports.runs_table import list_runs
@@ -53,14 +56,22 @@ def runs(
                 run.name,
                 run.run_id,
                 run.status.replace("_", "-"),
-                f"{run.epochs_done}/{run.epochs_planned or '?'}",
+                f"{run.trials_done}/{run.trials_planned or '?'} trials"
+                if run.kind == "sweep"
+                else f"{run.epochs_done}/{run.epochs_planned or '?'}",
                 best,
                 f"{run.test_accuracy:.4f}" if run.test_accuracy is not None else "-",
                 clock(run.wall_seconds) if run.wall_seconds is not None else "-",
                 (run.started or "-")[5:16].replace("T", " "),
             ]
         )
-    print_line(f"{len(found)} run{'s' * (len(found) != 1)} under {root}")
+    sweeps = sum(run.kind == "sweep" for run in found)
+    counted = f"{len(found) - sweeps} run{'s' * (len(found) - sweeps != 1)}"
+    if sweeps:
+        counted += (
+            f" and {sweeps} sweep{'s' * (sweeps != 1)} (trainkit runs SWEEP_DIR lists one's trials)"
+        )
+    print_line(f"{counted} under {root}")
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
         cells = [

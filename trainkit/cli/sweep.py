@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from trainkit.cli.app import Quiet, command
+from trainkit.cli.app import Overrides, Quiet, Unsets, command, command_line
 
 if TYPE_CHECKING:
     from trainkit.sweep.coordinator import Sweep
@@ -21,34 +21,62 @@ def sweep(
         Path | None,
         typer.Option("--dir", help="The sweep's folder; default: checkpoints/<name>/."),
     ] = None,
+    overrides: Overrides = None,
+    unsets: Unsets = None,
     quiet: Quiet = False,
 ) -> None:
-    """Search hyperparameters with Optuna: parallel trials, pruning, resumable."""
+    """Search hyperparameters with Optuna: parallel trials, pruning, resumable.
+
+    --set and --unset change the base config of every trial (data.root=DIR, say).
+    """
     from trainkit.sweep.coordinator import start
 
-    run_sweep(*start(file, directory, quiet=quiet), quiet=quiet)
+    options = command_line(overrides, unsets)
+    run_sweep(*start(file, directory, options, quiet=quiet), quiet=quiet)
 
 
 def run_sweep(sweep: Sweep, directory: Path, *, quiet: bool) -> None:
-    """Run trials until done or stopped; print the table, or how to continue."""
+    """Run trials until done, stopped or given up on; print the table and the tally."""
     from trainkit.console import print_line
-    from trainkit.sweep.results import BEST_FILE, TRIALS_FILE, results_table, write_results
+    from trainkit.errors import RunFailed
+    from trainkit.sweep.results import BEST_FILE, TRIALS_FILE, results_table, tally, write_results
     from trainkit.training.signals import stop_on_signals
 
     try:
         with stop_on_signals() as received:
-            stopped = sweep.run(received)
+            end = sweep.run(received)
     finally:
         sweep.lock.release()
-    if stopped is not None:
+    if end.signal is not None:
         if not quiet:
             print_line(
-                f"sweep stopped by {signal.Signals(stopped).name}; its trials stopped with it "
-                f"and will resume. Continue with: trainkit resume {directory}"
+                f"sweep stopped by {signal.Signals(end.signal).name}; its trials stopped with "
+                f"it and will resume. Continue with: trainkit resume {directory}"
             )
-        raise typer.Exit(128 + int(stopped))
+        raise typer.Exit(128 + int(end.signal))
     write_results(sweep.study, sweep.spec, directory)
+    counts = tally(directory)
+    done = ", ".join(
+        f"{counts[state]} {word}"
+        for state, word in (("complete", "completed"), ("pruned", "pruned"), ("fail", "failed"))
+        if counts.get(state)
+    )
+    if end.gave_up is not None:
+        raise RunFailed(
+            f"sweep {sweep.spec.name} stopped: its first trials all failed with the same "
+            f"error, so every trial would. The error: {end.gave_up} Fix the cause and run the "
+            f"same command again (or trainkit resume {directory}): failed trials are tried "
+            f"again. Their output: {directory / 'logs'}."
+        )
+    if not counts.get("complete"):
+        raise RunFailed(
+            f"sweep {sweep.spec.name} ended with no completed trial ({done}); see "
+            f"{directory / TRIALS_FILE} and the trials' output in {directory / 'logs'}. "
+            "Running it again tries the failed trials again."
+        )
     if not quiet:
         for line in results_table(directory):
             print_line(line)
-        print_line(f"all trials: {directory / TRIALS_FILE}; best config: {directory / BEST_FILE}")
+        print_line(
+            f"{done}. All trials: {directory / TRIALS_FILE}; best config: {directory / BEST_FILE}"
+        )

@@ -77,7 +77,11 @@ def resume(
         from trainkit.sweep.coordinator import reopen
 
         if overrides or unsets or nproc > 1:
-            raise UserError("resume of a sweep takes no --set, --unset or --nproc.")
+            raise UserError(
+                "resume of a sweep takes no --set, --unset or --nproc: give --set and --unset "
+                "to the sweep command (trainkit sweep FILE --dir SWEEP_DIR --set KEY=VALUE), "
+                "which continues the sweep with them."
+            )
         run_sweep(reopen(path, quiet=quiet), path, quiet=quiet)
         return
     if nproc > 1:

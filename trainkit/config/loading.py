@@ -82,6 +82,19 @@ def resolve(
     Renamed keys in `raw` itself (a config stored by an older trainkit) are read under
     their new names without a warning; files and options warn as they are read.
     """
+    raw = overridden(raw, command_line, switches, search, origins)
+    return validate(raw, source, search, origins, command_line.origins())
+
+
+def overridden(
+    raw: dict[str, Any],
+    command_line: CommandLine,
+    switches: list[Switch] | None = None,
+    search: Path | None = None,
+    origins: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """A copy of `raw` with the command line applied and what component switches leave
+    behind dropped, not yet validated (a sweep stores its base this way)."""
     switches = list(switches or [])
     raw = apply_command_line(rename_keys(copy.deepcopy(raw), None), command_line, switches)
     plugins = raw.get("plugins") or []
@@ -89,7 +102,20 @@ def resolve(
         load_components(plugins, search, origins)
     for switch in switches:
         _drop_inherited(raw, switch)
-    return validate(raw, source, search, origins, command_line.origins())
+    return raw
+
+
+def dotted(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"optimizer": {"lr": 0.1}} -> {"optimizer.lr": 0.1}: a config as flat dotted keys,
+    as --set names them."""
+    flat: dict[str, Any] = {}
+    for key, value in config.items():
+        name = f"{prefix}.{key}" if prefix else key
+        if isinstance(value, dict):
+            flat.update(dotted(value, name))
+        else:
+            flat[name] = value
+    return flat
 
 
 def read_yaml(

@@ -10,7 +10,14 @@ training loop knows about Optuna.
 The study lives in the sweep directory as Optuna's journal file, so a sweep that was
 stopped or killed continues where it was: finished trials stay finished, trials that
 were running resume exactly (or, if their process outlived the coordinator, are
-followed until they end). trials.csv and best.yaml are rewritten as trials finish.
+followed until they end), and trials that failed are tried again with the same values
+(a failure is a state, not a verdict: its cause, a missing dataset say, may be fixed).
+trials.csv and best.yaml are rewritten as trials finish.
+
+The sampler is seeded afresh for every trial from the sweep's seed and the trial's
+number, so a sweep continued after a stop proposes what an uninterrupted one would
+have, and never starts its sequence of proposals over. When the first trials all fail
+with the same error, the sweep stops and shows it, rather than failing every trial.
 """
 
 from __future__ import annotations
@@ -27,14 +34,17 @@ from typing import Any
 
 import yaml
 
+from trainkit.config.loading import CommandLine, dotted
 from trainkit.console import print_line, warn
-from trainkit.errors import UserError, missing_extra, shown
-from trainkit.files import atomic_write_bytes
+from trainkit.errors import UserError, missing_extra
+from trainkit.files import FileLock, atomic_write_bytes
 from trainkit.sweep.results import (
     BASE_FILE,
     LOGS,
+    RETRY_OF,
     STUDY_FILE,
     SWEEP_FILE,
+    read_trials,
     trial_dir,
     write_results,
 )
@@ -47,10 +57,20 @@ from trainkit.sweep.space import (
     set_option,
 )
 from trainkit.training.metrics_log import METRICS_FILE, read_records
-from trainkit.training.run_dir import RunLock, mark_ended, session_status
+from trainkit.training.run_dir import LOCK_FILE, RunLock, mark_ended, session_status
 
 STUDY_LOCK = STUDY_FILE + ".lock"  # the lock Optuna's journal file takes while it writes
 POLL_SECONDS = 0.3
+FAIL_FAST = 3  # the first trials failing alike, without one completing, stop the sweep
+
+
+@dataclass
+class SweepEnd:
+    """How a coordinator's session ended: stopped by a signal, given up on (the first
+    trials failed alike: their error), or with every trial done."""
+
+    signal: int | None = None
+    gave_up: str | None = None
 
 
 @dataclass
@@ -85,7 +105,7 @@ class Sweep:
             study_name=spec.name,
             direction=spec.direction,
             load_if_exists=True,
-            sampler=self._sampler(),
+            sampler=self._sampler(spec.seed),
             pruner=(
                 optuna.pruners.MedianPruner(spec.startup_trials, spec.warmup_epochs)
                 if spec.pruner == "median"
@@ -95,7 +115,7 @@ class Sweep:
         self.active: dict[int, RunningTrial] = {}
         self.lock = lock  # held while the coordinator runs; released by its caller
 
-    def _sampler(self) -> Any:
+    def _sampler(self, seed: int) -> Any:
         import optuna
 
         spec = self.spec
@@ -112,53 +132,87 @@ class Sweep:
             grid = {k: [as_optuna_choice(c) for c in p.choice or []] for k, p in spec.space.items()}
             return Grid(grid, seed=spec.seed)
         if spec.sampler == "random":
-            return optuna.samplers.RandomSampler(seed=spec.seed)
-        return optuna.samplers.TPESampler(seed=spec.seed)
+            return optuna.samplers.RandomSampler(seed=seed)
+        return optuna.samplers.TPESampler(seed=seed)
 
     def _print(self, text: str) -> None:
         if not self.quiet:
             print_line(text)
 
-    def run(self, received: Any) -> int | None:
-        """Run trials until the study has `trials` finished ones; the stop signal if one
-        came (the running trials are stopped, to be resumed next time)."""
+    def run(self, received: Any) -> SweepEnd:
+        """Run trials until `trials` of them are done; or until a stop signal (the
+        running trials are stopped, to be resumed next time); or until the first trials
+        have all failed alike."""
         self._adopt_running()
+        self._retry_failed()
+        failures: list[str] = []  # the errors of this session's failed trials
         while True:
             if received() is not None:
                 self._stop_all()
-                return received()
+                return SweepEnd(signal=received())
             for active in list(self.active.values()):
-                self._follow(active)
-            finished = sum(t.state.is_finished() for t in self.study.trials)
-            if finished >= self.spec.trials and not self.active:
-                return None
+                failure = self._follow(active)
+                if failure is not None:
+                    failures.append(failure)
+            if self._failing_alike(failures):
+                self._stop_all()
+                return SweepEnd(gave_up=failures[-1])
+            done = len(self.counted())
             grid_done = self.spec.sampler == "grid" and self._grid_exhausted()
+            if (done >= self.spec.trials or grid_done) and not self.active:
+                return SweepEnd()
             if (
-                finished + len(self.active) < self.spec.trials
+                done + len(self.active) < self.spec.trials
                 and len(self.active) < self.spec.parallel
                 and not grid_done
             ):
                 self._start_trial()
                 continue
-            if grid_done and not self.active:
-                return None
             time.sleep(POLL_SECONDS)
+
+    def counted(self) -> list[Any]:
+        """The trials that count toward `trials`: finished ones, but not a failed one
+        whose values run again in a later trial."""
+        retried = {t.user_attrs[RETRY_OF] for t in self.study.trials if RETRY_OF in t.user_attrs}
+        return [t for t in self.study.trials if t.state.is_finished() and t.number not in retried]
+
+    def _retry_failed(self) -> None:
+        """Queue the values of every trial that failed in an earlier session (and was not
+        queued again already), so this session tries them first."""
+        from optuna.trial import TrialState
+
+        retried = {t.user_attrs[RETRY_OF] for t in self.study.trials if RETRY_OF in t.user_attrs}
+        for trial in self.study.trials:
+            if trial.state == TrialState.FAIL and trial.number not in retried:
+                self.study.enqueue_trial(trial.params, user_attrs={RETRY_OF: trial.number})
+                self._print(f"trial {trial.number} failed before: its values are tried again")
+
+    def _failing_alike(self, failures: list[str]) -> bool:
+        """The first FAIL_FAST trials of this session failed with one error, and no trial
+        of the sweep ever completed: every trial would fail the same way."""
+        from optuna.trial import TrialState
+
+        needed = min(FAIL_FAST, self.spec.trials)
+        if len(failures) < needed or len(set(failures[:needed])) != 1:
+            return False
+        return not any(t.state == TrialState.COMPLETE for t in self.study.trials)
 
     def _grid_exhausted(self) -> bool:
         total = 1
         for parameter in self.spec.space.values():
             total *= len(parameter.choice or [])
-        return len(self.study.trials) >= total
+        return len(self.counted()) + len(self.active) >= total
 
     def _start_trial(self) -> None:
+        # Seeded by the trial's number: the same proposal whether or not the sweep was
+        # stopped before it, and never the sequence of a stopped sweep started over.
+        self.study.sampler = self._sampler(self.spec.seed * 1_000_003 + len(self.study.trials))
         trial = self.study.ask(self.space)
         self.active[trial.number] = RunningTrial(
             trial.number, trial._trial_id, trial_dir(self.dir, trial.number), None
         )
         self._train(self.active[trial.number], trial.params)
-        write_results(
-            self.study, self.spec, self.dir
-        )  # trainkit runs SWEEP_DIR shows it as running
+        write_results(self.study, self.spec, self.dir)  # trainkit runs SWEEP_DIR shows it
 
     def _train(self, active: RunningTrial, params: dict[str, Any]) -> None:
         """Start (or start again) a trial's run from the base config and its values."""
@@ -210,9 +264,10 @@ class Sweep:
                 self._train(active, frozen.params)
             self.active[frozen.number] = active
 
-    def _follow(self, active: RunningTrial) -> None:
-        """Report new epochs, prune when Optuna says so, and record a trial that ended.
-        The metrics file is read only when it changed, or once more when the trial ends."""
+    def _follow(self, active: RunningTrial) -> str | None:
+        """Report new epochs, prune when Optuna says so, and record a trial that ended
+        (its error, when it failed). The metrics file is read only when it changed, or
+        once more when the trial ends."""
         import optuna
 
         if active.process is not None:
@@ -221,7 +276,7 @@ class Sweep:
             ended = not _locked(active.run_dir)
         stamp = _stamp(active.run_dir / METRICS_FILE)
         if stamp == active.seen and not ended:
-            return
+            return None
         active.seen = stamp
         trial = optuna.trial.Trial(self.study, active.trial_id)
         records = read_records(active.run_dir)
@@ -239,11 +294,12 @@ class Sweep:
                     self._print(f"trial {active.number} pruned at epoch {epoch} ({value})")
                     if active.process is not None:
                         active.process.send_signal(signal.SIGTERM)
-        if ended:
-            del self.active[active.number]
-            self._record_end(active, records)
+        if not ended:
+            return None
+        del self.active[active.number]
+        return self._record_end(active, records)
 
-    def _record_end(self, active: RunningTrial, records: list[dict[str, Any]]) -> None:
+    def _record_end(self, active: RunningTrial, records: list[dict[str, Any]]) -> str | None:
         from optuna.trial import TrialState
 
         metric = self.spec.metric
@@ -258,9 +314,12 @@ class Sweep:
         else:
             self.study.tell(active.number, state=TrialState.FAIL)
             log = self.dir / LOGS / f"trial-{active.number:04d}.log"
-            why = _last_error(log)
-            warn(f"trial {active.number} failed ({status}){': ' + why if why else ''}; see {log}")
+            why = last_error(log) or f"it ended {status}"
+            warn(f"trial {active.number} failed: {why} (its output: {log})")
+            write_results(self.study, self.spec, self.dir)
+            return why
         write_results(self.study, self.spec, self.dir)
+        return None
 
     def _stop_all(self) -> None:
         """Stop our trials gracefully (each writes last.pt); they stay RUNNING in the study."""
@@ -298,29 +357,35 @@ def _stamp(path: Path) -> tuple[int, int] | None:
 
 def _locked(run_dir: Path) -> bool:
     """Whether a live process holds the run (it is training)."""
-    try:
-        RunLock(run_dir).acquire().release()
-    except UserError:
-        return True
-    except OSError:
-        return False
-    return False
+    return FileLock.is_held(run_dir / LOCK_FILE)
 
 
-def _last_error(log: Path) -> str:
+def last_error(log: Path) -> str:
+    """The error a trial's process ended with: its whole paragraph, to the end of the
+    log (a fix hint comes last), on one line."""
     try:
-        lines = [line for line in log.read_text().splitlines() if line.startswith("error:")]
+        lines = log.read_text().splitlines()
     except OSError:
         return ""
-    return shown(lines[-1].removeprefix("error: ")) if lines else ""
+    starts = [i for i, line in enumerate(lines) if line.startswith("error: ")]
+    if not starts:
+        return ""
+    paragraph = " ".join(line.strip() for line in lines[starts[-1] :])
+    return paragraph.removeprefix("error: ")
 
 
-def start(path: Path, directory: Path | None, *, quiet: bool) -> tuple[Sweep, Path]:
-    """Check a sweep file and open (or create) its directory and study."""
-    spec, base = read_spec(path)
-    check_space(spec, base, str(path.parent / spec.base))
+def start(
+    path: Path, directory: Path | None, command_line: CommandLine | None = None, *, quiet: bool
+) -> tuple[Sweep, Path]:
+    """Check a sweep file (its space validated with the command line's overrides, which
+    every trial gets) and open (or create) its directory and study."""
+    spec, base = read_spec(path, command_line)
+    source = str(path.parent / spec.base)
+    if command_line and command_line.origins():
+        source += " with " + " ".join(command_line.origins().values())
+    check_space(spec, base, source)
     target = directory or Path("checkpoints") / spec.name
-    return _open(spec, base, target, quiet=quiet)
+    return _open(spec, base, target, quiet=quiet, command_line=command_line)
 
 
 def reopen(directory: Path, *, quiet: bool) -> Sweep:
@@ -331,7 +396,12 @@ def reopen(directory: Path, *, quiet: bool) -> Sweep:
 
 
 def _open(
-    spec: SweepSpec, base: dict[str, Any] | None, target: Path, *, quiet: bool
+    spec: SweepSpec,
+    base: dict[str, Any] | None,
+    target: Path,
+    *,
+    quiet: bool,
+    command_line: CommandLine | None = None,
 ) -> tuple[Sweep, Path]:
     """`base` is given when the sweep is started from its file, None when reopened."""
     import importlib.util
@@ -349,6 +419,7 @@ def _open(
                 f"{target} holds a sweep with another search space; continuing it with this "
                 "file would mix two searches. Pass --dir for a new sweep directory."
             )
+        _check_same_base(target, base)
     target.mkdir(parents=True, exist_ok=True)
     lock = RunLock(target).acquire()  # one coordinator per sweep, before anything is written
     try:
@@ -356,9 +427,10 @@ def _open(
             spec_data = spec.model_dump(mode="json", by_alias=True, exclude_none=True)
             spec_data["base"] = BASE_FILE  # the resolved base, saved beside it
             atomic_write_bytes(stored, yaml.safe_dump(spec_data, sort_keys=False).encode())
-            if not (target / BASE_FILE).is_file():  # every trial tunes the base it began with
-                base_text = yaml.safe_dump(base, sort_keys=False).encode()
-                atomic_write_bytes(target / BASE_FILE, base_text)
+            options = " ".join((command_line or CommandLine()).origins().values())
+            header = f"# the base every trial trains from{', with ' + options if options else ''}\n"
+            base_text = header + yaml.safe_dump(base, sort_keys=False)
+            atomic_write_bytes(target / BASE_FILE, base_text.encode())
         # Only a coordinator writes the study, and no other is alive: a journal lock left
         # by one killed mid-write is stale, and Optuna would wait for it.
         (target / STUDY_LOCK).unlink(missing_ok=True)
@@ -367,3 +439,29 @@ def _open(
         lock.release()
         raise
     return sweep, target
+
+
+def _check_same_base(target: Path, base: dict[str, Any]) -> None:
+    """Trials that finished trained from the stored base: a sweep continued from another
+    one would compare unlike runs. Failed trials did not, so a base that changed
+    (--set data.root=DIR, once the data is found) may replace theirs."""
+    stored = target / BASE_FILE
+    if not stored.is_file():
+        return
+    before = dotted(yaml.safe_load(stored.read_text()) or {})
+    differ = sorted(
+        k for k in set(before) | set(dotted(base)) if before.get(k) != dotted(base).get(k)
+    )
+    if not differ:
+        return
+    finished = [r for r in read_trials(target) if r["state"] in ("complete", "pruned")]
+    if finished:
+        raise UserError(
+            f"{target} holds {len(finished)} finished trial(s) of another base config (it "
+            f"differs in {', '.join(differ)}); continuing would compare unlike runs. Run it "
+            "with the options it began with, or pass --dir for a new sweep."
+        )
+    warn(
+        f"{target}: the base config changed ({', '.join(differ)}); the trials from now on "
+        "train from the new one."
+    )

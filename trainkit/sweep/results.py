@@ -18,6 +18,7 @@ from trainkit.training.run_dir import CONFIG_FILE
 
 SWEEP_FILE, BASE_FILE, STUDY_FILE = "sweep.yaml", "base.yaml", "study.journal"
 TRIALS_FILE, BEST_FILE, LOGS = "trials.csv", "best.yaml", "logs"
+RETRY_OF = "retry_of"  # user attribute of a trial that runs a failed trial's values again
 
 
 def is_sweep(directory: Path) -> bool:
@@ -29,10 +30,14 @@ def trial_dir(directory: Path, number: int) -> Path:
 
 
 def write_results(study: Any, spec: SweepSpec, directory: Path) -> None:
-    """trials.csv (one row per trial, completed ones best first) and best.yaml (the
-    best trial's resolved config, ready to train)."""
+    """trials.csv (one row per trial, completed ones best first; a failed trial whose
+    values ran again is left out, its retry stands for it) and best.yaml (the best
+    trial's resolved config, ready to train)."""
+    retried = {t.user_attrs[RETRY_OF] for t in study.trials if RETRY_OF in t.user_attrs}
     rows = []
     for trial in study.trials:
+        if trial.number in retried:
+            continue
         value = trial.value
         if value is None and trial.intermediate_values:  # pruned: its last report
             value = trial.intermediate_values[max(trial.intermediate_values)]
@@ -54,6 +59,24 @@ def write_results(study: Any, spec: SweepSpec, directory: Path) -> None:
         config = (trial_dir(directory, best[0]) / CONFIG_FILE).read_text()
         header = f"# best trial {best[0]} of sweep {spec.name}: {spec.metric} {best[2]:.6g}\n"
         atomic_write_bytes(directory / BEST_FILE, (header + config).encode())
+
+
+def read_trials(directory: Path) -> list[dict[str, str]]:
+    """trials.csv's rows (none before the first trial started)."""
+    try:
+        with (directory / TRIALS_FILE).open() as handle:
+            return list(csv.DictReader(handle))
+    except OSError:
+        return []
+
+
+def tally(directory: Path) -> dict[str, int]:
+    """How many trials are in each state (complete, pruned, fail, running), from
+    trials.csv."""
+    counts: dict[str, int] = {}
+    for row in read_trials(directory):
+        counts[row["state"]] = counts.get(row["state"], 0) + 1
+    return counts
 
 
 def results_table(directory: Path) -> list[str]:

@@ -7,13 +7,16 @@ runs, so no trial fails on a value the schema refuses.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from trainkit.config.schema import higher_is_better
 from trainkit.errors import UserError, shown
+
+if TYPE_CHECKING:
+    from trainkit.config.loading import CommandLine, Switch
 
 METRICS = ("val/accuracy", "val/loss", "train/accuracy", "train/loss", "test/accuracy", "test/loss")
 
@@ -122,9 +125,12 @@ def set_option(key: str, value: Any) -> str:
     return f"{key}={one_line(value)}"
 
 
-def read_spec(path: Path) -> tuple[SweepSpec, dict[str, Any]]:
-    """The sweep file and the resolved base config it names (its bases merged)."""
-    from trainkit.config.loading import read_layers, read_yaml
+def read_spec(
+    path: Path, command_line: CommandLine | None = None
+) -> tuple[SweepSpec, dict[str, Any]]:
+    """The sweep file, and the base config it names with its bases merged and the
+    command line's --set/--unset applied (every trial trains from it)."""
+    from trainkit.config.loading import CommandLine, overridden, read_layers, read_yaml
 
     raw = read_yaml(path, "a sweep", "name, base, metric, space")
     try:
@@ -136,7 +142,9 @@ def read_spec(path: Path) -> tuple[SweepSpec, dict[str, Any]]:
             lines.append(f"  {where}: {error['msg'].removeprefix('Value error, ')}.")
         raise UserError("\n".join(lines)) from None
     base = path.parent / spec.base
-    return spec, read_layers(base, [])
+    switches: list[Switch] = []
+    raw = read_layers(base, switches)
+    return spec, overridden(raw, command_line or CommandLine(), switches, search=base.parent)
 
 
 def check_space(spec: SweepSpec, base: dict[str, Any], source: str) -> None:

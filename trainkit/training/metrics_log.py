@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Literal
 
+from trainkit.config.loading import dotted
 from trainkit.console import warn
 from trainkit.errors import write_failed
 from trainkit.files import atomic_write_bytes
@@ -126,7 +127,7 @@ class MetricsLog:
             if math.isfinite(value)
         }
         with self._reporting_failures():
-            for summary in hparams(_flatten(config), metrics):
+            for summary in hparams(_hparams(config), metrics):
                 self.writer.file_writer.add_summary(summary)
 
     def close(self) -> None:
@@ -185,18 +186,14 @@ def _scope_of(record: dict[str, Any]) -> Scope:
     return "epoch" if "epoch_time" in record or "val/loss" in record else "interval"
 
 
-def _flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """{"optimizer": {"lr": 0.1}} -> {"optimizer.lr": 0.1}; lists become their text."""
-    flat: dict[str, Any] = {}
-    for key, value in config.items():
-        name = f"{prefix}.{key}" if prefix else key
-        if isinstance(value, dict):
-            flat.update(_flatten(value, name))
-        elif isinstance(value, (int, float, str, bool)):
-            flat[name] = value
-        elif value is not None:
-            flat[name] = str(value)
-    return flat
+def _hparams(config: dict[str, Any]) -> dict[str, Any]:
+    """The config as TensorBoard's HParams tab takes it: dotted keys, plain values (a
+    list becomes its text), unset ones left out."""
+    return {
+        key: value if isinstance(value, (int, float, str, bool)) else str(value)
+        for key, value in dotted(config).items()
+        if value is not None
+    }
 
 
 def _step_of(line: str) -> float:
