@@ -45,6 +45,7 @@ from trainkit.sweep.results import (
     STUDY_FILE,
     SWEEP_FILE,
     read_trials,
+    retried,
     trial_dir,
     write_results,
 )
@@ -157,7 +158,7 @@ class Sweep:
             if self._failing_alike(failures):
                 self._stop_all()
                 return SweepEnd(gave_up=failures[-1])
-            done = len(self.counted())
+            done = len(self._counted())
             grid_done = self.spec.sampler == "grid" and self._grid_exhausted()
             if (done >= self.spec.trials or grid_done) and not self.active:
                 return SweepEnd()
@@ -170,20 +171,20 @@ class Sweep:
                 continue
             time.sleep(POLL_SECONDS)
 
-    def counted(self) -> list[Any]:
+    def _counted(self) -> list[Any]:
         """The trials that count toward `trials`: finished ones, but not a failed one
         whose values run again in a later trial."""
-        retried = {t.user_attrs[RETRY_OF] for t in self.study.trials if RETRY_OF in t.user_attrs}
-        return [t for t in self.study.trials if t.state.is_finished() and t.number not in retried]
+        again = retried(self.study)
+        return [t for t in self.study.trials if t.state.is_finished() and t.number not in again]
 
     def _retry_failed(self) -> None:
         """Queue the values of every trial that failed in an earlier session (and was not
         queued again already), so this session tries them first."""
         from optuna.trial import TrialState
 
-        retried = {t.user_attrs[RETRY_OF] for t in self.study.trials if RETRY_OF in t.user_attrs}
+        again = retried(self.study)
         for trial in self.study.trials:
-            if trial.state == TrialState.FAIL and trial.number not in retried:
+            if trial.state == TrialState.FAIL and trial.number not in again:
                 self.study.enqueue_trial(trial.params, user_attrs={RETRY_OF: trial.number})
                 self._print(f"trial {trial.number} failed before: its values are tried again")
 
@@ -201,7 +202,7 @@ class Sweep:
         total = 1
         for parameter in self.spec.space.values():
             total *= len(parameter.choice or [])
-        return len(self.counted()) + len(self.active) >= total
+        return len(self._counted()) + len(self.active) >= total
 
     def _start_trial(self) -> None:
         # Seeded by the trial's number: the same proposal whether or not the sweep was

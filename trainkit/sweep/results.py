@@ -29,14 +29,19 @@ def trial_dir(directory: Path, number: int) -> Path:
     return directory / f"trial-{number:04d}"
 
 
+def retried(study: Any) -> set[int]:
+    """The failed trials whose values were queued to run again."""
+    return {t.user_attrs[RETRY_OF] for t in study.trials if RETRY_OF in t.user_attrs}
+
+
 def write_results(study: Any, spec: SweepSpec, directory: Path) -> None:
     """trials.csv (one row per trial, completed ones best first; a failed trial whose
     values ran again is left out, its retry stands for it) and best.yaml (the best
     trial's resolved config, ready to train)."""
-    retried = {t.user_attrs[RETRY_OF] for t in study.trials if RETRY_OF in t.user_attrs}
+    again = retried(study)
     rows = []
     for trial in study.trials:
-        if trial.number in retried:
+        if trial.number in again:
             continue
         value = trial.value
         if value is None and trial.intermediate_values:  # pruned: its last report
