@@ -205,9 +205,11 @@ class Sweep:
         return len(self._counted()) + len(self.active) >= total
 
     def _start_trial(self) -> None:
-        # Seeded by the trial's number: the same proposal whether or not the sweep was
-        # stopped before it, and never the sequence of a stopped sweep started over.
-        self.study.sampler = self._sampler(self.spec.seed * 1_000_003 + len(self.study.trials))
+        if self.spec.sampler != "grid":  # the grid never repeats a point by itself
+            # Seeded by the trial's number: the same proposal whether or not the sweep
+            # was stopped before it, and never the sequence of a stopped sweep again.
+            number = len(self.study.trials)
+            self.study.sampler = self._sampler(self.spec.seed * 1_000_003 + number)
         trial = self.study.ask(self.space)
         self.active[trial.number] = RunningTrial(
             trial.number, trial._trial_id, trial_dir(self.dir, trial.number), None
