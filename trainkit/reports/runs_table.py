@@ -127,8 +127,8 @@ def summarize_sweep(directory: Path) -> RunSummary:
     maximize = spec.get("direction", "maximize" if higher_is_better(metric) else "minimize")
     pick = max if maximize == "maximize" else min
     best = pick(complete, key=lambda r: float(r[metric])) if complete else None
-    trials = [summarize(trial_dir(directory, int(r["trial"]))) for r in rows]
-    trials = [t for t in trials if t.started]
+    summaries = {r["trial"]: summarize(trial_dir(directory, int(r["trial"]))) for r in rows}
+    trials = [t for t in summaries.values() if t.started]
     planned = spec.get("trials")
     if FileLock.is_held(directory / LOCK_FILE):
         status = "running"
@@ -146,14 +146,12 @@ def summarize_sweep(directory: Path) -> RunSummary:
         epochs_planned=None,
         monitor=metric,
         best=float(best[metric]) if best else None,
-        test_accuracy=summarize(trial_dir(directory, int(best["trial"]))).test_accuracy
-        if best
-        else None,
+        test_accuracy=summaries[best["trial"]].test_accuracy if best else None,
         test_loss=None,
         wall_seconds=(max(ends) - min(_start(t) for t in trials)).total_seconds()
         if trials
         else None,
-        started=min(t.started for t in trials if t.started) if trials else None,
+        started=min(str(t.started) for t in trials) if trials else None,
         kind="sweep",
         trials_done=len(done),
         trials_planned=planned,
