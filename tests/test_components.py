@@ -31,7 +31,10 @@ def image_roots(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, st
     write_mnist(tmp_path / "mnist", n_train=40, n_test=10)
     write_cifar10(tmp_path / "cifar", per_batch=8, n_test=10)
     write_image_folder(tmp_path / "folder", per_class=4, size=24)
+    rows = "\n".join(f"{i % 7 / 7},{'abc'[i % 3]},{'ab'[i % 2]}" for i in range(40))
+    (tmp_path / "table.csv").write_text("x,kind,y\n" + rows + "\n")
     return {
+        "table": str(tmp_path / "table.csv"),
         "mnist": str(tmp_path / "mnist"),
         "cifar": str(tmp_path / "cifar"),
         "folder": str(tmp_path / "folder"),
@@ -240,14 +243,16 @@ DATASET_CASES = {
     "mnist": {"name": "mnist", "root": "mnist", "batch_size": 16},
     "cifar10": {"name": "cifar10", "root": "cifar", "batch_size": 16},
     "image_folder": {"name": "image_folder", "root": "folder", "batch_size": 4, "workers": 0},
+    "table": {"name": "table", "path": "table", "target": "y", "batch_size": 8},
 }
 
 
 @pytest.mark.parametrize("dataset", sorted(DATASET_CASES))
 def test_every_dataset_trains(dataset: str, image_roots: dict[str, str], tmp_path: Path) -> None:
     data = dict(DATASET_CASES[dataset])
-    if "root" in data:
-        data["root"] = image_roots[data["root"]]
+    for key in ("root", "path"):
+        if key in data:
+            data[key] = image_roots[data[key]]
     loss = "mse" if dataset == "synthetic_linear" else "cross_entropy"
     one_step(tiny_experiment(data=data, loss={"name": loss}), tmp_path)
 

@@ -15,8 +15,9 @@ def predict(
     inputs: Annotated[
         list[Path],
         typer.Argument(
-            help="Image files, or folders searched for images; for a model of feature rows, "
-            ".csv, .npy or .pt files of rows."
+            help="Image files, or folders searched for images; for a model trained on a "
+            "table, .csv, .tsv or .parquet tables with its columns; for another model of "
+            "feature rows, .csv, .npy or .pt files of rows."
         ),
     ],
     ckpt: CheckpointPath,

@@ -34,12 +34,42 @@ def _walk(root: type[BaseModel], loc: tuple[Any, ...]) -> tuple[list[str], list[
         if tagged:
             models = tagged
             continue
+        if not models and _is_member_label(part):
+            continue
         path.append(str(part))
         if isinstance(part, int):  # an item of a list of models: still those models
             continue
         fields = [m.model_fields[part] for m in models if part in m.model_fields]
         models = [m for f in fields for m in _models_in(f.annotation)]
     return path, models
+
+
+_PLAIN_TYPES = {"str", "int", "float", "bool", "none", "list", "dict"}
+
+
+def _is_member_label(part: Any) -> bool:
+    """Whether a location part is how pydantic names the member of a plain union
+    (`literal['auto']`, `dict[str,...]`), which is not a key the user wrote."""
+    return isinstance(part, str) and ("[" in part or part in _PLAIN_TYPES)
+
+
+def _closest_members(errors: list[Any]) -> list[Any]:
+    """Of the errors one value gets from the members of a plain union (`auto`, or a
+    mapping), keep those of the member that got furthest into it: a mapping with one
+    bad entry is not also told that it should be 'auto'."""
+    deepest: dict[tuple[Any, ...], int] = {}
+    for error in errors:
+        loc = tuple(error["loc"])
+        for i, part in enumerate(loc):
+            if _is_member_label(part):
+                deepest[loc[:i]] = max(deepest.get(loc[:i], 0), len(loc))
+    kept = []
+    for error in errors:
+        loc = tuple(error["loc"])
+        at = next((i for i, part in enumerate(loc) if _is_member_label(part)), None)
+        if at is None or len(loc) == deepest[loc[:at]]:
+            kept.append(error)
+    return kept
 
 
 def _tag_of(model: type[BaseModel]) -> str | None:
@@ -56,7 +86,7 @@ def format_errors(
     the command-line option behind it when there was one."""
     lines = [f"{source} is not a valid experiment:"]
     blamed = False
-    for error in exc.errors(include_url=False):
+    for error in _closest_members(exc.errors(include_url=False)):
         line, option = _describe(error, root), _option_behind(error, root, command_line)
         blamed |= option is not None
         lines.append(f"  {line.removesuffix('.')} (from {option})." if option else f"  {line}")

@@ -73,6 +73,11 @@ class ModelParams(Params):
         so pretrained weights need not be read (see models.torchvision_zoo)."""
         return self
 
+    def category_width(self, cardinality: int) -> int | None:
+        """How this model takes a table's category column of `cardinality` values: the
+        width of its embedding, or None for a one-hot vector (linear models' way)."""
+        return None
+
     def preferred_inputs(self) -> dict[str, Any]:
         """Data settings this model asks for where the config leaves them unset (null).
 
@@ -100,6 +105,10 @@ class DatasetParams(Params):
         description="Share of the training set held out (seeded) as the validation split.",
     )
     drop_last: bool = Field(False, description="Drop the last, smaller training batch of an epoch.")
+
+    def prepare(self) -> None:
+        """Check what can be checked without reading the data (its files are there, the
+        libraries that read it are installed), before a new run reads any of it."""
 
 
 class OptimizerParams(Params):

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from torch import Tensor
 
     from trainkit.data.batching import BatchOptions, BatchTransform, PadCrop
+    from trainkit.data.table_format import TableFormat
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,7 @@ class Dataset(Protocol):
     std: tuple[float, ...] | None
     augment: bool | PadCrop  # batch-wise augmentation of training batches (True: PadCrop())
     resize: int | None  # images were resized to this shorter side, then centre-cropped
+    table: TableFormat | None  # rows of a table: how they became input tensors
 
     def batches(self, split: str, options: BatchOptions) -> Batches:
         """The batches of split `split` (train, val or test) for this rank: training

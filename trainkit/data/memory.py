@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from torch import Tensor
 
     from trainkit.data.batching import BatchOptions, BatchPlan, BatchTransform, PadCrop
+    from trainkit.data.table_format import TableFormat
 
 
 @dataclass
@@ -60,6 +61,7 @@ class InMemoryDataset:
     augment: bool | PadCrop = False  # training batches: True is PadCrop() (crop and flip)
     resize: int | None = None  # images were resized to this shorter side, then centre-cropped
     source: str = "in memory"  # how the first line of a run describes the data
+    table: TableFormat | None = None  # rows of a table: how they were prepared
 
     def split(self, name: str) -> Split:
         return {"train": self.train, "val": self.val, "test": self.test}[name]
@@ -77,15 +79,17 @@ class InMemoryDataset:
         return self.source
 
 
-def hold_out(split: Split, fraction: float, seed: int) -> tuple[Split, Split]:
-    """A seeded random validation split taken out of `split`: (rest, held_out)."""
+def hold_out(
+    split: Split, fraction: float, seed: int, key: str = "val_fraction"
+) -> tuple[Split, Split]:
+    """A seeded random share of `split` held out (data.`key` says how much): (rest, held_out)."""
     import torch
 
     n_val = max(1, round(len(split) * fraction))
     if n_val >= len(split):
         raise UserError(
-            f"data.val_fraction={fraction} of {len(split)} training samples leaves none to "
-            "train on; lower it or use a larger dataset."
+            f"data.{key}={fraction} of {len(split)} samples leaves none to train on; lower "
+            "it or use a larger dataset."
         )
     order = torch.randperm(len(split), generator=torch.Generator().manual_seed(seed))
     return split.subset(order[n_val:].sort().values), split.subset(order[:n_val].sort().values)

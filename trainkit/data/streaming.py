@@ -241,6 +241,7 @@ class StreamingDataset:
     skip_bad: bool = False
     seed: int = 0
     source: str = "streaming"
+    table: None = None  # images, not rows of a table
 
     def batches(self, split: str, options: BatchOptions) -> StreamingBatches:
         train = split == "train"

@@ -49,6 +49,12 @@ def sample_inputs(trained: TrainedModel, batch: int, seed: int) -> Tensor:
     standard-normal feature rows."""
     generator = torch.Generator().manual_seed(seed)
     spec = trained.spec
+    if spec.table is not None:  # numbers, then valid category indices
+        rows = torch.randn(batch, spec.table.width, generator=generator)
+        for i, n in enumerate(spec.table.cardinalities):
+            column = spec.table.numeric_width + i
+            rows[:, column] = torch.randint(0, n, (batch,), generator=generator).float()
+        return rows
     if spec.image is None:
         return torch.randn(batch, *spec.input_shape, generator=generator)
     pixels = torch.randint(0, 256, (batch, *spec.input_shape), generator=generator)
@@ -178,9 +184,7 @@ def _safetensors(trained: TrainedModel, module: nn.Module, check: Tensor, tmp: P
     os.umask(umask)
     tmp.chmod(0o666 & ~umask)
     spec = trained.spec
-    fresh = build_model(
-        trained.config.model, spec.input_shape, spec.num_outputs, from_checkpoint=True
-    ).eval()
+    fresh = build_model(trained.config.model, spec, from_checkpoint=True).eval()
     load_model(fresh, str(tmp))
     with torch.no_grad():
         return fresh(check)
@@ -225,7 +229,9 @@ def model_card(trained: TrainedModel, done: list[Exported]) -> dict[str, Any]:
     else:
         output = "per-class scores; the largest is the predicted class"
     image = spec.image
-    if image is None:
+    if spec.table is not None:
+        preprocessing = spec.table.describe()
+    elif image is None:
         preprocessing = "none: feature rows as they are"
     else:
         size = f"{image.size[0]}x{image.size[1]}"

@@ -2,8 +2,10 @@
 
 Images go through the reader and normalization the model was trained and evaluated
 with (`data.images.read_image`, the checkpoint's stored format), batched like `eval`,
-so a file of the test set gets the class `eval` counted for it. Feature models read
-rows from .csv, .npy or .pt files. A file that cannot be read is skipped and listed,
+so a file of the test set gets the class `eval` counted for it. A model trained on a
+table reads tables with its columns and prepares their rows with the stored
+`TableFormat`, so a test row gets the prediction `eval` scored; other feature models
+read rows from .csv, .npy or .pt files. A file that cannot be read is skipped and listed,
 never a traceback; the caller decides whether that fails the command.
 """
 
@@ -23,6 +25,7 @@ import torch
 from torch import Tensor
 
 from trainkit.data.images import IMAGE_EXTENSIONS, ImageFiles, find_images, load_decoders
+from trainkit.data.table import TABLE_SUFFIXES, read_table
 from trainkit.errors import UserError, first_line
 from trainkit.files import UNREADABLE_TORCH_FILE, atomic_write_bytes, check_writable
 from trainkit.inference.trained_model import TrainedModel
@@ -73,11 +76,19 @@ def collect(trained: TrainedModel, inputs: list[Path]) -> list[Path]:
     """The files to read: image files, and the images inside folders (recursively) for an
     image model; .csv/.npy/.pt files of rows for a feature model."""
     images = trained.spec.image is not None
+    table = trained.spec.table
     files: list[Path] = []
     for path in inputs:
         if not path.exists():
             raise UserError(f"predict: {path} does not exist.")
-        if path.is_dir():
+        if table is not None:
+            if path.is_dir() or path.suffix.lower() not in TABLE_SUFFIXES:
+                raise UserError(
+                    f"predict: {path} is not a {', '.join(TABLE_SUFFIXES)} file; this model "
+                    f"takes rows of a table with the columns {', '.join(table.feature_columns)}."
+                )
+            files.append(path)
+        elif path.is_dir():
             if not images:
                 raise UserError(
                     f"predict: {path} is a folder, but this model takes rows of "
@@ -166,12 +177,24 @@ def _numeric(row: list[str]) -> bool:
     return True
 
 
+def _table_rows(trained: TrainedModel, path: Path) -> Tensor:
+    """The rows of a table file, prepared as the model's training rows were."""
+    table_format = trained.spec.table
+    assert table_format is not None
+    table = read_table(path, "predict")
+    table_format.check_columns(table, f"predict: {path}", target=False)
+    return table_format.features(table, f"predict: {path}")
+
+
 def _row_batches(
     trained: TrainedModel, files: list[Path], batch_size: int
 ) -> Iterator[tuple[list[str], Tensor]]:
     shape = trained.spec.input_shape
     for path in files:
-        rows = read_rows(path, _width(trained)).view(-1, *shape)
+        if trained.spec.table is not None:
+            rows = _table_rows(trained, path)
+        else:
+            rows = read_rows(path, _width(trained)).view(-1, *shape)
         for start in range(0, len(rows), batch_size):
             chunk = rows[start : start + batch_size]
             names = [f"{path}:{start + i + 1}" for i in range(len(chunk))]

@@ -68,7 +68,7 @@ def load_trained_model(
     spec = checkpoint.spec() or _recomputed_spec(checkpoint, config)
     chosen = resolve_device(device)
     with torch.random.fork_rng(devices=[]):  # fresh weights, replaced by the checkpoint's
-        model = build_model(config.model, spec.input_shape, spec.num_outputs, from_checkpoint=True)
+        model = build_model(config.model, spec, from_checkpoint=True)
     checkpoint.load_weights(model)
     channels_last = wants_channels_last(config.trainer.channels_last, chosen, model)
     model = model.to(chosen, memory_format=torch.channels_last if channels_last else None)

@@ -7,32 +7,41 @@ BatchNorm layers are replaced), so that a checkpoint's weights always fit.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from torch import nn
 
 from trainkit.config.registry import MODELS, ModelParams
 from trainkit.errors import UserError
+from trainkit.models.table_inputs import CategoryInputs, TableModel
+
+if TYPE_CHECKING:
+    from trainkit.models.inference_spec import InferenceSpec
 
 
 def build_model(
-    params: ModelParams,
-    input_shape: tuple[int, ...],
-    num_outputs: int,
-    *,
-    from_checkpoint: bool = False,
+    params: ModelParams, spec: InferenceSpec, *, from_checkpoint: bool = False
 ) -> nn.Module:
-    """The registered architecture `params` names, with its `freeze` applied (which changes
-    the module, so a resumed or evaluated run must build it the same way).
+    """The registered architecture `params` names, for the inputs and outputs of `spec`,
+    with its `freeze` applied (which changes the module, so a resumed or evaluated run
+    must build it the same way). A table with category columns gets them encoded in
+    front of it (see `models.table_inputs`).
 
     `from_checkpoint`: the caller loads a checkpoint's weights next, so pretrained ones
     are not read.
     """
     if from_checkpoint:
         params = params.for_checkpoint()
-    module = MODELS.build(params, input_shape, num_outputs)
-    freeze(module, params.freeze)
-    return module
+    table = spec.table
+    if table is None or not table.categories:
+        module = MODELS.build(params, spec.input_shape, spec.num_outputs)
+        freeze(module, params.freeze)
+        return module
+    widths = [params.category_width(n) for n in table.cardinalities]
+    inputs = CategoryInputs(table.numeric_width, table.cardinalities, widths)
+    network = MODELS.build(params, (inputs.width,), spec.num_outputs)
+    freeze(network, params.freeze)
+    return TableModel(inputs, network)
 
 
 def freeze(module: nn.Module, prefixes: list[str]) -> None:

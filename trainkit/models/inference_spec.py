@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from trainkit.data.images import ImageFormat
+from trainkit.data.table_format import TableFormat
 from trainkit.errors import UserError
 
 if TYPE_CHECKING:
@@ -30,6 +31,7 @@ class InferenceSpec:
     class_names: tuple[str, ...]
     target_dim: int = 1  # regression targets per sample
     image: ImageFormat | None = None  # None: feature rows, used as given
+    table: TableFormat | None = None  # rows of a table: how they become the input tensor
 
     @property
     def is_classification(self) -> bool:
@@ -57,6 +59,7 @@ class InferenceSpec:
             "class_names": list(self.class_names),
             "target_dim": self.target_dim,
             "image": self.image.as_dict() if self.image else None,
+            "table": self.table.as_dict() if self.table else None,
         }
 
     @classmethod
@@ -68,6 +71,7 @@ class InferenceSpec:
             class_names=tuple(data["class_names"]),
             target_dim=int(data.get("target_dim", 1)),
             image=ImageFormat.from_dict(data["image"]) if data.get("image") else None,
+            table=TableFormat.from_dict(data["table"]) if data.get("table") else None,
         )
 
 
@@ -92,4 +96,5 @@ def model_spec(config: Config, data: Dataset) -> InferenceSpec:
         class_names=tuple(info.class_names),
         target_dim=info.target_dim,
         image=image,
+        table=getattr(data, "table", None),  # a plugin's Dataset from before tables may lack it
     )

@@ -30,6 +30,21 @@ class MLPParams(ModelParams):
         description="default: PyTorch's; normal: weights and biases N(0, 1) (Nielsen, "
         "chapter 1); scaled: weights N(0, 1/fan_in), biases N(0, 1) (Nielsen, chapter 3).",
     )
+    category_embedding: Literal["auto", "one_hot"] | PositiveInt = Field(
+        "auto",
+        description="How a table's category columns enter: each through an embedding of "
+        "this width, auto: a width that grows with its number of values "
+        "(min(600, 1.6 n^0.56)); one_hot: as one-hot vectors.",
+    )
+
+    def category_width(self, cardinality: int) -> int | None:
+        from trainkit.models.table_inputs import embedding_width
+
+        if self.category_embedding == "one_hot":
+            return None
+        if self.category_embedding == "auto":
+            return embedding_width(cardinality)
+        return self.category_embedding
 
 
 def activation_layer(name: Activation) -> nn.Module:

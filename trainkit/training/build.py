@@ -21,6 +21,7 @@ from trainkit.config.registry import DATASETS, LOSSES, OPTIMIZERS, SCHEDULERS
 from trainkit.config.schema import Config
 from trainkit.data.batching import BatchOptions, BatchTransform, augmentation
 from trainkit.data.dataset import Batches, DataInfo, Dataset
+from trainkit.data.table import TableDataset
 from trainkit.errors import UserError, first_line
 from trainkit.losses.objective import Objective
 from trainkit.models.factory import build_model
@@ -93,10 +94,10 @@ def build(
     spec = model_spec(config, data)
     if stored is not None:
         stored.check_classes(spec.class_names)
+        if isinstance(data, TableDataset) and stored.table and stored.table != spec.table:
+            data = data.with_format(stored.table)  # the rows as the model learned them
         spec = stored
-    model = build_model(
-        config.model, spec.input_shape, spec.num_outputs, from_checkpoint=stored is not None
-    )
+    model = build_model(config.model, spec, from_checkpoint=stored is not None)
     channels_last = wants_channels_last(trainer.channels_last, device, model)
     model = model.to(device, memory_format=torch.channels_last if channels_last else None)
     objective = LOSSES.build(config.loss, info)

@@ -68,6 +68,7 @@ def train(config: Config, run_dir: Path | None = None, *, quiet: bool = False) -
     if run_dir is not None:
         check_new_run_dir(run_dir)
     config.model.prepare()  # weights files: found (or fetched) before any data is read
+    config.data.prepare()  # and the data's files and readers
     world = join_world(config)
     lock = None
     try:
