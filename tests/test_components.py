@@ -9,7 +9,7 @@ from typing import Any, get_args
 import pytest
 import torch
 
-from tests.disk_datasets import write_cifar10, write_image_folder, write_mnist
+from tests.disk_datasets import write_cifar10, write_fashion_mnist, write_image_folder, write_mnist
 from tests.helpers import tiny_experiment
 from trainkit.config.plugins import load_components
 from trainkit.config.registry import DATASETS, LOSSES, MODELS, OPTIMIZERS, SCHEDULERS
@@ -31,10 +31,12 @@ def image_roots(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, st
     write_mnist(tmp_path / "mnist", n_train=40, n_test=10)
     write_cifar10(tmp_path / "cifar", per_batch=8, n_test=10)
     write_image_folder(tmp_path / "folder", per_class=4, size=24)
+    write_fashion_mnist(tmp_path / "torchvision", n_train=40, n_test=10)
     rows = "\n".join(f"{i % 7 / 7},{'abc'[i % 3]},{'ab'[i % 2]}" for i in range(40))
     (tmp_path / "table.csv").write_text("x,kind,y\n" + rows + "\n")
     return {
         "table": str(tmp_path / "table.csv"),
+        "torchvision": str(tmp_path / "torchvision"),
         "mnist": str(tmp_path / "mnist"),
         "cifar": str(tmp_path / "cifar"),
         "folder": str(tmp_path / "folder"),
@@ -244,6 +246,13 @@ DATASET_CASES = {
     "cifar10": {"name": "cifar10", "root": "cifar", "batch_size": 16},
     "image_folder": {"name": "image_folder", "root": "folder", "batch_size": 4, "workers": 0},
     "table": {"name": "table", "path": "table", "target": "y", "batch_size": 8},
+    "torchvision": {
+        "name": "torchvision",
+        "dataset": "FashionMNIST",
+        "root": "torchvision",
+        "batch_size": 8,
+        "workers": 0,
+    },
 }
 
 

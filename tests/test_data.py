@@ -135,14 +135,14 @@ def test_synthetic_sets_are_deterministic_per_seed() -> None:
 def test_image_folder_decodes_once_then_reads_the_cache(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    root = write_image_folder(tmp_path / "pets")
+    root = write_image_folder(tmp_path / "decoded-once")  # a name no other test's folder has
     params = {"name": "image_folder", "root": str(root), "image_size": 16, "workers": 0}
     data = build(params)
     assert data.info.class_names == ("cat", "dog", "owl")
     assert tuple(data.train.inputs.shape[1:]) == (3, 16, 16)
     assert len(data.train) + len(data.val) == 18 and len(data.test) == 18
     cache_home = Path(os.environ["XDG_CACHE_HOME"]) / "trainkit" / "image_folder"
-    caches = list(cache_home.glob("pets-*.pt"))
+    caches = list(cache_home.glob("decoded-once-*.pt"))
     assert (
         len(caches) == 1 and f"cached the decoded images in {caches[0]}" in capsys.readouterr().out
     )
@@ -153,9 +153,9 @@ def test_image_folder_decodes_once_then_reads_the_cache(
     assert torch.equal(again.train.inputs, data.train.inputs)
     assert f"read the decoded images from the cache {caches[0]}" in capsys.readouterr().out
     # ... a changed file invalidates it, and another folder of the same files has its own.
-    twin = write_image_folder(tmp_path / "twin")
+    twin = write_image_folder(tmp_path / "decoded-twin")
     assert len(build({**params, "root": str(twin)}).test) == 18
-    assert len(list(cache_home.glob("twin-*.pt"))) == 1
+    assert len(list(cache_home.glob("decoded-twin-*.pt"))) == 1
     (root / "train" / "cat" / "0.png").unlink()
     assert len(build(params).train) + len(build(params).val) == 17
 
@@ -261,7 +261,7 @@ def test_image_folder_decoded_by_workers_or_cached_gives_the_same_run(tmp_path: 
 def test_an_unreadable_image_in_the_folder_is_named(tmp_path: Path) -> None:
     root = write_image_folder(tmp_path / "pets", per_class=2)
     (root / "train" / "dog" / "broken.png").write_bytes(b"\x89PNG not really")
-    with pytest.raises(UserError, match=r"1 file\(s\) cannot be read as images: .*broken\.png"):
+    with pytest.raises(UserError, match=r"1 image\(s\) cannot be read: .*broken\.png"):
         build({"name": "image_folder", "root": str(root), "workers": 0})
 
 
@@ -305,3 +305,26 @@ def test_a_read_only_dataset_folder_trains_and_is_cached_elsewhere(
     cache_home = Path(os.environ["XDG_CACHE_HOME"]) / "trainkit" / "image_folder"
     assert f"cached the decoded images in {cache_home}" in result.stdout
     assert "warning" not in result.stderr
+
+
+@pytest.mark.parametrize("per_class", [4, 700])  # 12 and 2,100 training images
+def test_in_memory_and_streamed_folders_normalize_alike_on_both_sides_of_the_sample(
+    tmp_path: Path, per_class: int
+) -> None:
+    """The statistics come from the same images whichever path is taken: all of a
+    small folder's, STATS_SAMPLE spread evenly through a larger one."""
+    from trainkit.data import image_data
+
+    root = write_image_folder(tmp_path / f"stats-{per_class}", per_class=per_class, size=8)
+    params = {"name": "image_folder", "root": str(root), "image_size": 8, "workers": 0}
+    memory = build({**params, "in_memory": True})
+    streamed = build({**params, "in_memory": False})
+    assert memory.mean == streamed.mean and memory.std == streamed.std
+    every = build({**params, "in_memory": True, "cache_dir": str(tmp_path / "c")})
+    full = torch.cat([every.train.inputs, every.val.inputs])
+    all_images = image_data._channel_stats(full)  # the training split, val included
+    if 3 * per_class <= image_data.STATS_SAMPLE:
+        assert memory.mean == pytest.approx(tuple(all_images["mean"]), abs=1e-6)
+    else:
+        assert len(image_data.stats_sample(3 * per_class)) <= image_data.STATS_SAMPLE
+        assert memory.mean != pytest.approx(tuple(all_images["mean"]), abs=1e-9)

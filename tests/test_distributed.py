@@ -161,7 +161,7 @@ def test_a_streamed_folder_trains_alike_in_two_processes_and_one(
         )
     )
     result = trainkit("train", config, "--nproc", 2, "--run-dir", tmp_path / "two")
-    assert "streaming from the files" in result.stdout
+    assert "data: image_folder, streaming (" in result.stdout
     one = cli("train", config, "--set", "data.batch_size=12", "--run-dir", tmp_path / "one", "-q")
     assert one.exit_code == 0, one.output
     two_weights, one_weights = weights(tmp_path / "two"), weights(tmp_path / "one")

@@ -12,7 +12,7 @@ from tests.disk_datasets import write_image_folder
 from tests.helpers import NEVER, assert_same_run, misbehaving_loss, tiny_experiment
 from trainkit.config.loading import CommandLine
 from trainkit.config.schema import validate
-from trainkit.data import image_folder
+from trainkit.data import image_data
 from trainkit.data.streaming import ResizedCrop, crop_box, sample_generator
 from trainkit.training.resume import resume
 from trainkit.training.run import train
@@ -91,12 +91,12 @@ def test_auto_streams_a_folder_over_the_memory_budget(
 ) -> None:
     """48 training and 48 test images of 3x16x16 take 73.7 KB decoded: a budget of 50 KB
     streams them, through train, eval and resume on the CLI."""
-    monkeypatch.setattr(image_folder, "memory_budget", lambda: (50_000, "a test's budget"))
+    monkeypatch.setattr(image_data, "memory_budget", lambda: (50_000, "a test's budget"))
     config = write_config(experiment(folder, workers=0))
     result = cli("train", config, "--run-dir", tmp_path / "run", "--set", "trainer.epochs=2")
     assert result.exit_code == 0, result.output
     assert (
-        "data: image_folder, streaming from the files (96 images, 72.0 KB decoded, over the "
+        "data: image_folder, streaming (96 images, 72.0 KB decoded, over the "
         "budget of 48.8 KB: a test's budget)" in result.stdout
     )
     assert "cached the decoded images" not in result.stdout  # streaming decodes as it goes
@@ -106,7 +106,7 @@ def test_auto_streams_a_folder_over_the_memory_budget(
     (test,) = [r for r in records if "test/loss" in r]
     assert json.loads((tmp_path / "e.json").read_text())["loss"] == pytest.approx(test["test/loss"])
     assert cli("resume", tmp_path / "run", "--set", "trainer.epochs=3", "-q").exit_code == 0
-    monkeypatch.setattr(image_folder, "memory_budget", lambda: (10**9, "plenty"))
+    monkeypatch.setattr(image_data, "memory_budget", lambda: (10**9, "plenty"))
     fits = cli("train", config, "--run-dir", tmp_path / "again", "--set", "trainer.epochs=1")
     assert "in memory (96 images, 72.0 KB decoded, within the budget" in fits.stdout
 

@@ -5,6 +5,12 @@ data is held; `batching` decides which samples make each batch; `images` is the 
 image reader everything shares.
 """
 
-from trainkit.data import image_folder, synthetic, table, torchvision_datasets
+from trainkit.data import (
+    image_folder,
+    synthetic,
+    table,
+    torchvision_catalog,
+    torchvision_datasets,
+)
 
-__all__ = ["image_folder", "synthetic", "table", "torchvision_datasets"]
+__all__ = ["image_folder", "synthetic", "table", "torchvision_catalog", "torchvision_datasets"]

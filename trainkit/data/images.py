@@ -17,7 +17,7 @@ import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from trainkit.errors import first_line
 
@@ -88,9 +88,14 @@ def read_image(
 
     The result is laid out channels-last in memory (see `resized`).
     """
+    return fit_image(decode(Path(path), channels), size, resize)
+
+
+def fit_image(image: Tensor, size: tuple[int, int], resize: int | None) -> Tensor:
+    """A decoded uint8 image brought to `size`: stretched, or with `resize`, its shorter
+    side resized to that and centre-cropped (see ImageFormat)."""
     from torchvision.transforms.v2 import functional as F
 
-    image = decode(Path(path), channels)
     if resize is None:
         return resized(image, size)
     height, width = image.shape[-2:]
@@ -202,27 +207,56 @@ def _is_text(head: bytes) -> bool:
     return b"\0" not in head
 
 
-class ImageFiles:
-    """Image files as a map-style dataset for DataLoader workers. A file that cannot be
-    read comes back as its error text, so one bad file is reported by its caller instead
-    of ending a worker with a traceback."""
+class ImageSource(Protocol):
+    """Where a split's images come from: files, a torchvision dataset, a Hugging Face
+    one. Decoding is the source's; bringing an image to the model's size is shared."""
 
-    def __init__(
-        self,
-        paths: list[Path] | list[str],
-        channels: int,
-        size: tuple[int, int],
-        resize: int | None,
-    ) -> None:
-        self.paths = paths
-        self.format = (channels, size, resize)
+    def __len__(self) -> int: ...
+
+    def name(self, index: int) -> str:
+        """How a message names image `index` (its path, or the dataset and index)."""
+        ...
+
+    def decode(self, index: int, channels: int) -> Tensor:
+        """Image `index` at its own size as uint8 (channels, H, W); UnreadableImage if
+        it cannot be read."""
+        ...
+
+
+@dataclass(frozen=True)
+class FileList:
+    """Image files as an ImageSource."""
+
+    paths: list[str]
 
     def __len__(self) -> int:
         return len(self.paths)
 
+    def name(self, index: int) -> str:
+        return self.paths[index]
+
+    def decode(self, index: int, channels: int) -> Tensor:
+        return decode(Path(self.paths[index]), channels)
+
+
+class Images:
+    """The images of a source at one format, as a map-style dataset for DataLoader
+    workers. An image that cannot be read comes back as its error text, so one bad file
+    is reported by its caller instead of ending a worker with a traceback."""
+
+    def __init__(
+        self, source: ImageSource, channels: int, size: tuple[int, int], resize: int | None
+    ) -> None:
+        self.source = source
+        self.format = (channels, size, resize)
+
+    def __len__(self) -> int:
+        return len(self.source)
+
     def __getitem__(self, index: int) -> Tensor | str:
+        channels, size, resize = self.format
         try:
-            return read_image(self.paths[index], *self.format)
+            return fit_image(self.source.decode(index, channels), size, resize)
         except UnreadableImage as exc:
             return str(exc)
 

@@ -19,7 +19,6 @@ import hashlib
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from torch import Tensor
@@ -27,7 +26,7 @@ from torch import Tensor
 from trainkit.console import warn
 from trainkit.data.batching import BatchOptions, BatchPlan, BatchTransform, PadCrop
 from trainkit.data.dataset import DataInfo
-from trainkit.data.images import UnreadableImage, decode, read_image, resized, stack
+from trainkit.data.images import ImageSource, UnreadableImage, fit_image, resized, stack
 from trainkit.errors import UserError
 
 
@@ -78,18 +77,21 @@ def crop_box(
 
 
 @dataclass
-class Files:
-    """One folder's image files and class indices, as listed (sorted) at start-up."""
+class LabelledImages:
+    """A split's images (files, or a dataset's samples) and their class indices."""
 
-    paths: list[str]
+    source: ImageSource
     targets: Tensor
+
+    def __len__(self) -> int:
+        return len(self.source)
 
 
 @dataclass
 class Samples:
     """What a worker reads: sample `index` of `files` in epoch `epoch`, as uint8."""
 
-    files: Files
+    files: LabelledImages
     channels: int
     size: tuple[int, int]
     resize: int | None
@@ -98,7 +100,7 @@ class Samples:
     skip_bad: bool = False
 
     def __len__(self) -> int:
-        return len(self.files.paths)
+        return len(self.files)
 
     def __getitem__(self, key: tuple[int, int]) -> tuple[Tensor | None, int, str | None]:
         """(image, target, problem): a bad file gives (None, -1, why), or with skip_bad
@@ -118,11 +120,10 @@ class Samples:
         return None, -1, f"no file of {len(self)} could be read; the first: {problem}"
 
     def _read(self, file: int, epoch: int, sample: int) -> Tensor:
-        path = self.files.paths[file]
+        image = self.files.source.decode(file, self.channels)
         if self.crop is None or epoch < 0:
-            return read_image(path, self.channels, self.size, self.resize)
+            return fit_image(image, self.size, self.resize)
         generator = sample_generator(self.seed, epoch, sample)
-        image = decode(Path(path), self.channels)
         top, left, h, w = crop_box(image.shape[1], image.shape[2], self.crop, generator)
         image = resized(image[:, top : top + h, left : left + w], self.size)
         if bool(torch.rand(1, generator=generator) < 0.5):
@@ -225,8 +226,8 @@ class StreamingBatches:
 class StreamingDataset:
     """An image folder read from its files while training (`Dataset` protocol)."""
 
-    train_files: Files
-    test_files: Files
+    train_files: LabelledImages
+    test_files: LabelledImages
     fit: Tensor  # indices into train_files: the samples trained on
     val: Tensor  # indices into train_files: the validation hold-out
     info: DataInfo
@@ -248,7 +249,7 @@ class StreamingDataset:
         files = self.test_files if split == "test" else self.train_files
         indices = {"train": self.fit, "val": self.val}.get(split)
         if indices is None:
-            indices = torch.arange(len(files.paths))
+            indices = torch.arange(len(files))
         if not train:
             indices = indices.tensor_split(options.world_size)[options.rank]  # this rank's
         samples = Samples(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import inspect
 import os
 import shutil
 import tempfile
@@ -57,27 +58,35 @@ class CIFAR10Params(TorchvisionDatasetParams):
     augment: bool = Field(True, description="Random crop of a 4-pixel padded image, and flips.")
 
 
-def _open(cls: Any, params: TorchvisionDatasetParams, train: bool) -> Any:
-    """One split through torchvision, with its errors turned into advice."""
+def open_split(cls: Any, root: str, download: bool, **split: Any) -> Any:
+    """One split of a torchvision dataset (`split`: its own keywords, train=... or
+    split=...), with its errors turned into advice."""
+    can_download = "download" in inspect.signature(cls).parameters or cls.__name__ == "QMNIST"
     try:
-        if not params.download:
-            return cls(root=params.root, train=train, download=False)
-        return _download_then_open(cls, Path(params.root), train)
-    except (RuntimeError, OSError) as exc:
-        hint = (
-            "or set data.download=true to fetch them"
-            if not params.download
-            else "; the download failed (no network?): put the files there by hand and set "
-            "data.download=false"
-        )
+        if not download or not can_download:
+            return cls(root=root, **split, **({"download": False} if can_download else {}))
+        return _download_then_open(cls, Path(root), split)
+    except (RuntimeError, OSError, ImportError) as exc:
+        if not can_download:
+            hint = (
+                f"; torchvision cannot download {cls.__name__}: get its files from its "
+                "publisher and put them there"
+            )
+        elif not download:
+            hint = " or set data.download=true to fetch them"
+        else:
+            hint = (
+                "; the download failed (no network?): put the files there by hand and set "
+                "data.download=false"
+            )
         raise UserError(
-            f"data: cannot read {cls.__name__} under data.root={params.root!r} "
+            f"data: cannot read {cls.__name__} under data.root={root!r} "
             f"({' '.join(str(exc).split())}). Point data.root at the folder that holds "
-            f"{cls.__name__}'s files{' ' if not params.download else ''}{hint}."
+            f"{cls.__name__}'s files{hint}."
         ) from None
 
 
-def _download_then_open(cls: Any, root: Path, train: bool) -> Any:
+def _download_then_open(cls: Any, root: Path, split: dict[str, Any]) -> Any:
     """The split, downloaded first if its files are missing.
 
     A download holds a lock in data.root, so processes that start together (torchrun's
@@ -92,17 +101,17 @@ def _download_then_open(cls: Any, root: Path, train: bool) -> Any:
     lock.acquire(wait=True)
     try:
         try:
-            return cls(root=str(root), train=train, download=False)  # there already
-        except RuntimeError:
+            return cls(root=str(root), **split, download=False)  # there already
+        except (RuntimeError, OSError):
             pass
         staging = Path(tempfile.mkdtemp(prefix=".download-", dir=root))
         try:
-            cls(root=str(staging), train=train, download=True)
+            cls(root=str(staging), **split, download=True)
             for item in staging.iterdir():
                 _move_into(item, root / item.name)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
-        return cls(root=str(root), train=train, download=False)
+        return cls(root=str(root), **split, download=False)
     finally:
         lock.release()
         with contextlib.suppress(OSError):  # the folders it made, if they stayed empty
@@ -128,7 +137,7 @@ def mnist(params: MNISTParams, seed: int) -> InMemoryDataset:
     from trainkit.data.dataset import DataInfo
     from trainkit.data.memory import InMemoryDataset, Split, hold_out
 
-    train, test = (_open(MNIST, params, train) for train in (True, False))
+    train, test = (open_split(MNIST, params.root, params.download, train=t) for t in (True, False))
     full = Split(train.data.unsqueeze(1).contiguous(), train.targets.long())
     fit, val = hold_out(full, params.val_fraction, seed)
     return InMemoryDataset(
@@ -154,7 +163,9 @@ def cifar10(params: CIFAR10Params, seed: int) -> InMemoryDataset:
         images = torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous()
         return Split(images, torch.tensor(ds.targets, dtype=torch.long))
 
-    train, test = (_open(CIFAR10, params, train) for train in (True, False))
+    train, test = (
+        open_split(CIFAR10, params.root, params.download, train=t) for t in (True, False)
+    )
     fit, val = hold_out(as_split(train), params.val_fraction, seed)
     return InMemoryDataset(
         train=fit,

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from trainkit.data.images import IMAGE_EXTENSIONS, ImageFiles, find_images, load_decoders
+from trainkit.data.images import IMAGE_EXTENSIONS, FileList, Images, find_images, load_decoders
 from trainkit.data.table import TABLE_SUFFIXES, read_table
 from trainkit.errors import UserError, first_line
 from trainkit.files import UNREADABLE_TORCH_FILE, atomic_write_bytes, check_writable
@@ -126,10 +126,10 @@ def _image_batches(
     image = trained.spec.image
     assert image is not None
     loader = torch.utils.data.DataLoader(
-        ImageFiles(files, image.channels, image.size, image.resize),
+        Images(FileList([str(f) for f in files]), image.channels, image.size, image.resize),
         batch_size=batch_size,
         num_workers=workers,
-        collate_fn=ImageFiles.collate,
+        collate_fn=Images.collate,
         generator=torch.Generator(),  # not the global one: predicting must not move it
     )
     start = 0
