@@ -105,6 +105,12 @@ class DatasetParams(Params):
         description="Share of the training set held out (seeded) as the validation split.",
     )
     drop_last: bool = Field(False, description="Drop the last, smaller training batch of an epoch.")
+    balanced: bool = Field(
+        False,
+        description="Class-balanced sampling: each training batch draws its samples (with "
+        "replacement) so that every class is equally likely, seeded by (seed, epoch); an "
+        "epoch is still as many samples as the training split has.",
+    )
 
     def prepare(self) -> None:
         """Check what can be checked without reading the data (its files are there, the

@@ -24,6 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from trainkit.errors import UserError
+
 if TYPE_CHECKING:
     from trainkit.data.dataset import Dataset
 
@@ -42,7 +44,9 @@ class BatchPlan:
 
     A training plan shuffles by (seed, epoch) and gives each rank its share of every
     global batch; the samples that do not divide by the world size are left out of each
-    epoch. An evaluation plan walks an (already sharded) split in order.
+    epoch. With per-sample `weights` (class-balanced sampling) an epoch is as many draws,
+    with replacement, by those weights, again from (seed, epoch) alone. An evaluation
+    plan walks an (already sharded) split in order.
     """
 
     def __init__(
@@ -55,8 +59,10 @@ class BatchPlan:
         drop_last: bool = False,
         rank: int = 0,
         world_size: int = 1,
+        weights: Tensor | None = None,
     ) -> None:
         self.num_samples = num_samples
+        self.weights = weights
         self.shuffle = shuffle
         self.seed = seed
         self.rank, self.world_size = rank, world_size
@@ -73,6 +79,8 @@ class BatchPlan:
         if not self.shuffle:
             return None
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        if self.weights is not None:  # class-balanced: an epoch of draws with replacement
+            return torch.multinomial(self.weights, self.used, replacement=True, generator=generator)
         return torch.randperm(self.num_samples, generator=generator)[: self.used]
 
     def positions(self, order: Tensor | None, batch: int) -> Tensor | slice:
@@ -157,11 +165,21 @@ class BatchOptions:
     drop_last: bool = False
     rank: int = 0
     world_size: int = 1
+    balanced: bool = False  # draw training samples class-balanced, with replacement
 
-    def plan(self, split: str, num_samples: int) -> BatchPlan:
-        """The training split is shuffled and shared out batch by batch; an evaluation
-        split of `num_samples` is this rank's shard already, walked in order."""
+    def plan(self, split: str, num_samples: int, targets: Tensor | None = None) -> BatchPlan:
+        """The training split is shuffled and shared out batch by batch (drawn class by
+        class evenly with `balanced`, from its `targets`); an evaluation split of
+        `num_samples` is this rank's shard already, walked in order."""
         train = split == "train"
+        weights = None
+        if train and self.balanced:
+            if targets is None:
+                raise UserError(
+                    "data.balanced: this dataset does not hand its training targets to the "
+                    "batch plan (options.plan(split, n, targets)); set data.balanced: false."
+                )
+            weights = balancing_weights(targets)
         return BatchPlan(
             num_samples,
             self.batch_size,
@@ -170,7 +188,15 @@ class BatchOptions:
             drop_last=self.drop_last and train,
             rank=self.rank if train else 0,
             world_size=self.world_size if train else 1,
+            weights=weights,
         )
+
+
+def balancing_weights(targets: Tensor) -> Tensor:
+    """Per-sample weights that make every class present equally likely to be drawn."""
+    targets = targets.cpu().long()
+    counts = torch.bincount(targets).double()
+    return (1.0 / counts.clamp_min(1))[targets]
 
 
 def augmentation(data: Dataset) -> PadCrop | None:

@@ -28,6 +28,7 @@ class DataInfo:
     num_classes: int | None  # None: a regression set
     class_names: tuple[str, ...] = ()
     target_dim: int = 1  # regression targets per sample
+    class_counts: tuple[int, ...] = ()  # training samples of each class (of the training split)
 
     @property
     def is_classification(self) -> bool:
@@ -72,4 +73,8 @@ class Dataset(Protocol):
 
     def describe(self) -> str:
         """A line for the start of a run: where the data is and how it is read."""
+        ...
+
+    def train_targets(self) -> Tensor:
+        """The targets of the training split (for class counts and balanced sampling)."""
         ...

@@ -72,11 +72,14 @@ class InMemoryDataset:
         chosen = self.split(split)
         if split != "train":
             chosen = chosen.shard(options.rank, options.world_size)
-        plan = options.plan(split, len(chosen))
+        plan = options.plan(split, len(chosen), chosen.targets)
         return DeviceBatches(chosen.to(options.device), plan, options.transform)
 
     def describe(self) -> str:
         return self.source
+
+    def train_targets(self) -> Tensor:
+        return self.train.targets
 
 
 def hold_out(

@@ -261,10 +261,13 @@ class StreamingDataset:
             seed=self.seed,
             skip_bad=self.skip_bad,
         )
-        plan = options.plan(split, len(indices))
+        plan = options.plan(split, len(indices), files.targets[indices])
         return StreamingBatches(
             samples, plan, indices, options.transform, options.device, self.workers
         )
 
     def describe(self) -> str:
         return self.source
+
+    def train_targets(self) -> Tensor:
+        return self.train_files.targets[self.fit]

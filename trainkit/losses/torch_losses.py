@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Literal
 
-from pydantic import Field
+from pydantic import Field, PositiveFloat
 
 from trainkit.config.registry import LossParams, register_loss
+from trainkit.console import print_status
 from trainkit.errors import UserError
 from trainkit.losses.objective import Objective
 
@@ -21,7 +22,16 @@ if TYPE_CHECKING:
     from trainkit.data.dataset import DataInfo
 
 
-class CrossEntropyParams(LossParams):
+class ClassWeightedParams(LossParams):
+    class_weights: Literal["auto"] | list[PositiveFloat] | None = Field(
+        None,
+        description="Weight of each class in the loss, in class order; auto: inverse class "
+        "frequency on the training split, n / (classes x count), as scikit-learn's "
+        "'balanced' (the counts are stored with the model); null: all 1.",
+    )
+
+
+class CrossEntropyParams(ClassWeightedParams):
     label_smoothing: float = Field(0.0, ge=0, lt=1, description="Label smoothing (0 disables).")
 
 
@@ -35,6 +45,35 @@ def _needs_classes(name: str, data: DataInfo) -> int:
             f"loss {name} needs class labels, but the dataset is a regression set; use loss mse."
         )
     return data.num_classes
+
+
+def _class_weights(params: ClassWeightedParams, data: DataInfo) -> Tensor | None:
+    """The per-class weights `params.class_weights` asks for, as a tensor (None: none)."""
+    import torch
+
+    classes = data.num_classes or 0
+    wanted = params.class_weights
+    if wanted is None:
+        return None
+    if wanted == "auto":
+        counts = data.class_counts
+        if len(counts) != classes or not sum(counts):
+            raise UserError(
+                f"loss.class_weights: auto needs the training split's class counts, which "
+                f"this dataset does not give; list the {classes} weights instead."
+            )
+        total = sum(counts)
+        weights = [total / (classes * n) if n else 0.0 for n in counts]
+        names = data.class_names or tuple(str(i) for i in range(classes))
+        shown = ", ".join(f"{n} {w:.3g}" for n, w in zip(names, weights, strict=True))
+        print_status(f"loss.class_weights auto (inverse class frequency): {shown}")
+        return torch.tensor(weights)
+    if len(wanted) != classes:
+        raise UserError(
+            f"loss.class_weights has {len(wanted)} values, but the data has {classes} classes; "
+            f"give one weight per class, in class order ({', '.join(data.class_names)})."
+        )
+    return torch.tensor(wanted, dtype=torch.float32)
 
 
 def _check_width(name: str, outputs: Tensor, allowed: tuple[int, ...], meaning: str) -> None:
@@ -52,10 +91,14 @@ def cross_entropy(params: CrossEntropyParams, data: DataInfo) -> Objective:
     import torch.nn.functional as F
 
     classes = _needs_classes("cross_entropy", data)
+    weights = _class_weights(params, data)
 
     def loss(outputs: Tensor, targets: Tensor) -> Tensor:
         _check_width("cross_entropy", outputs, (classes,), "one logit per class")
-        return F.cross_entropy(outputs, targets, label_smoothing=params.label_smoothing)
+        weight = weights.to(outputs.device, outputs.dtype) if weights is not None else None
+        return F.cross_entropy(
+            outputs, targets, weight=weight, label_smoothing=params.label_smoothing
+        )
 
     return Objective(loss, _argmax, lambda outputs: outputs.softmax(dim=1))
 
@@ -69,7 +112,7 @@ class MSEParams(LossParams):
     )
 
 
-class BCEParams(LossParams):
+class BCEParams(ClassWeightedParams):
     reduction: Literal["mean", "sum"] = Field(
         "mean",
         description="mean: over outputs and batch (PyTorch's); sum: summed over outputs, mean "
@@ -118,14 +161,18 @@ def bce(params: BCEParams, data: DataInfo) -> Objective:
 
     classes = _needs_classes("bce", data)
     widths = (1, classes) if classes == 2 else (classes,)
+    weights = _class_weights(params, data)
 
-    def loss(outputs: Tensor, targets: Tensor) -> Tensor:
+    def loss(outputs: Tensor, labels: Tensor) -> Tensor:
         _check_width("bce", outputs, widths, "logits")
         if outputs.shape[1] == 1:
-            targets = targets.to(outputs.dtype).unsqueeze(1)
+            targets = labels.to(outputs.dtype).unsqueeze(1)
         else:
-            targets = F.one_hot(targets, classes).to(outputs.dtype)
+            targets = F.one_hot(labels, classes).to(outputs.dtype)
         losses = F.binary_cross_entropy_with_logits(outputs, targets, reduction="none")
+        if weights is not None:  # each sample weighted by its class; a weighted mean
+            row = weights.to(outputs.device, outputs.dtype)[labels]
+            losses = losses * (row / row.mean()).unsqueeze(1)
         return _per_sample(losses, params.reduction)
 
     def classify(outputs: Tensor) -> Tensor:

@@ -32,6 +32,7 @@ class InferenceSpec:
     target_dim: int = 1  # regression targets per sample
     image: ImageFormat | None = None  # None: feature rows, used as given
     table: TableFormat | None = None  # rows of a table: how they become the input tensor
+    class_counts: tuple[int, ...] = ()  # training samples per class (loss.class_weights: auto)
 
     @property
     def is_classification(self) -> bool:
@@ -49,7 +50,13 @@ class InferenceSpec:
     def data_info(self) -> DataInfo:
         from trainkit.data.dataset import DataInfo
 
-        return DataInfo(self.input_shape, self.num_classes, self.class_names, self.target_dim)
+        return DataInfo(
+            self.input_shape,
+            self.num_classes,
+            self.class_names,
+            self.target_dim,
+            self.class_counts,
+        )
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -60,6 +67,7 @@ class InferenceSpec:
             "target_dim": self.target_dim,
             "image": self.image.as_dict() if self.image else None,
             "table": self.table.as_dict() if self.table else None,
+            "class_counts": list(self.class_counts),
         }
 
     @classmethod
@@ -72,6 +80,7 @@ class InferenceSpec:
             target_dim=int(data.get("target_dim", 1)),
             image=ImageFormat.from_dict(data["image"]) if data.get("image") else None,
             table=TableFormat.from_dict(data["table"]) if data.get("table") else None,
+            class_counts=tuple(int(n) for n in data.get("class_counts", ())),
         )
 
 
@@ -97,4 +106,5 @@ def model_spec(config: Config, data: Dataset) -> InferenceSpec:
         target_dim=info.target_dim,
         image=image,
         table=getattr(data, "table", None),  # a plugin's Dataset from before tables may lack it
+        class_counts=info.class_counts,
     )

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -91,7 +91,9 @@ def build(
             f"checkpoint.monitor={config.checkpoint.monitor} needs a classification dataset; "
             f"{config.data.name} is a regression set: monitor val/loss."
         )
-    spec = model_spec(config, data)
+    if config.data.balanced and not info.is_classification:
+        raise UserError("data.balanced balances classes; a regression set has none: remove it.")
+    spec = replace(model_spec(config, data), class_counts=_class_counts(data))
     if stored is not None:
         stored.check_classes(spec.class_names)
         if isinstance(data, TableDataset) and stored.table and stored.table != spec.table:
@@ -100,7 +102,7 @@ def build(
     model = build_model(config.model, spec, from_checkpoint=stored is not None)
     channels_last = wants_channels_last(trainer.channels_last, device, model)
     model = model.to(device, memory_format=torch.channels_last if channels_last else None)
-    objective = LOSSES.build(config.loss, info)
+    objective = LOSSES.build(config.loss, spec.data_info())
 
     # Each rank augments with its own generator; rank 0's is the single-process one.
     augment_seed = config.seed + 1 + 1_000_003 * world.rank
@@ -121,6 +123,7 @@ def build(
         drop_last=config.data.drop_last,
         rank=world.rank,
         world_size=world.size,
+        balanced=config.data.balanced,
     )
     train_batches = data.batches("train", options)
     val_batches = _eval_batches(data, "val", config, world, device, transform)
@@ -157,6 +160,16 @@ def build(
         world=world,
     )
     return Experiment(config, data, parts, spec)
+
+
+def _class_counts(data: Dataset) -> tuple[int, ...]:
+    """Training samples per class (empty for regression, or a plugin dataset that does
+    not give its training targets)."""
+    classes = data.info.num_classes
+    train_targets = getattr(data, "train_targets", None)
+    if classes is None or train_targets is None:
+        return ()
+    return tuple(torch.bincount(train_targets().cpu().long(), minlength=classes).tolist())
 
 
 def loop_settings(config: Config) -> LoopSettings:
