@@ -4,8 +4,11 @@ Helpers that are not fixtures live in tests/helpers.py."""
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import sys
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +21,12 @@ from tests.helpers import tiny_experiment
 from trainkit.cli import app
 from trainkit.config.plugins import load_components
 from trainkit.config.registry import REGISTRIES
+
+# Hugging Face's libraries read these when first imported (before any fixture runs): the
+# tests never reach the network and keep their own cache, never ~/.cache/huggingface.
+_HF_HOME = tempfile.mkdtemp(prefix="trainkit-tests-hf-")
+atexit.register(shutil.rmtree, _HF_HOME, ignore_errors=True)
+os.environ.update(HF_HOME=_HF_HOME, HF_DATASETS_OFFLINE="1", HF_HUB_OFFLINE="1")
 
 
 @pytest.fixture

@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 from typing import Any, get_args
 
+import datasets
 import pytest
 import torch
 
@@ -32,11 +33,14 @@ def image_roots(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, st
     write_cifar10(tmp_path / "cifar", per_batch=8, n_test=10)
     write_image_folder(tmp_path / "folder", per_class=4, size=24)
     write_fashion_mnist(tmp_path / "torchvision", n_train=40, n_test=10)
+    rows = {"x": [float(i % 5) for i in range(30)], "label": [i % 2 for i in range(30)]}
+    datasets.Dataset.from_dict(rows).save_to_disk(tmp_path / "huggingface")
     rows = "\n".join(f"{i % 7 / 7},{'abc'[i % 3]},{'ab'[i % 2]}" for i in range(40))
     (tmp_path / "table.csv").write_text("x,kind,y\n" + rows + "\n")
     return {
         "table": str(tmp_path / "table.csv"),
         "torchvision": str(tmp_path / "torchvision"),
+        "huggingface": str(tmp_path / "huggingface"),
         "mnist": str(tmp_path / "mnist"),
         "cifar": str(tmp_path / "cifar"),
         "folder": str(tmp_path / "folder"),
@@ -246,6 +250,7 @@ DATASET_CASES = {
     "cifar10": {"name": "cifar10", "root": "cifar", "batch_size": 16},
     "image_folder": {"name": "image_folder", "root": "folder", "batch_size": 4, "workers": 0},
     "table": {"name": "table", "path": "table", "target": "y", "batch_size": 8},
+    "huggingface": {"name": "huggingface", "path": "huggingface", "batch_size": 8},
     "torchvision": {
         "name": "torchvision",
         "dataset": "FashionMNIST",

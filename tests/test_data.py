@@ -307,7 +307,9 @@ def test_a_read_only_dataset_folder_trains_and_is_cached_elsewhere(
     assert "warning" not in result.stderr
 
 
-@pytest.mark.parametrize("per_class", [4, 700])  # 12 and 2,100 training images
+@pytest.mark.parametrize(
+    "per_class", [4, pytest.param(700, marks=pytest.mark.slow)]
+)  # 12 and 2,100 training images
 def test_in_memory_and_streamed_folders_normalize_alike_on_both_sides_of_the_sample(
     tmp_path: Path, per_class: int
 ) -> None:

@@ -6,6 +6,7 @@ image reader everything shares.
 """
 
 from trainkit.data import (
+    huggingface,
     image_folder,
     synthetic,
     table,
@@ -13,4 +14,11 @@ from trainkit.data import (
     torchvision_datasets,
 )
 
-__all__ = ["image_folder", "synthetic", "table", "torchvision_catalog", "torchvision_datasets"]
+__all__ = [
+    "huggingface",
+    "image_folder",
+    "synthetic",
+    "table",
+    "torchvision_catalog",
+    "torchvision_datasets",
+]

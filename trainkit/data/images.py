@@ -180,6 +180,39 @@ def decode(path: Path, channels: int) -> Tensor:
         raise UnreadableImage(f"{path}: not a readable image ({_why(path, failure)})") from None
 
 
+def decode_bytes(data: bytes, channels: int, name: str) -> Tensor:
+    """An encoded image held in memory (a dataset's cell) as uint8 (channels, H, W),
+    decoded as `decode` decodes files: torchvision's decoders, else Pillow."""
+    import io
+
+    import torch
+
+    decode_image = _torchvision_decoder()
+    failure: Exception | None = None
+    if decode_image is not None:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", (DeprecationWarning, UserWarning))
+                image = decode_image(
+                    torch.frombuffer(bytearray(data), dtype=torch.uint8),
+                    mode="RGB" if channels == 3 else "GRAY",
+                    apply_exif_orientation=True,
+                )
+            return image[0] if image.dim() == 4 else image
+        except _DECODER_ERRORS as exc:
+            failure = exc
+    from PIL import Image, ImageOps
+    from torchvision.transforms.v2.functional import pil_to_tensor
+
+    try:
+        with Image.open(io.BytesIO(data)) as opened:
+            upright = ImageOps.exif_transpose(opened)
+            return pil_to_tensor(upright.convert("RGB" if channels == 3 else "L"))
+    except (*_DECODER_ERRORS, Image.DecompressionBombError) as exc:
+        why = first_line(exc if failure is None else failure)
+        raise UnreadableImage(f"{name}: not a readable image ({why})") from None
+
+
 READABLE = "JPEG, PNG, WebP, GIF, BMP, TIFF, PPM and PGM"
 
 

@@ -13,6 +13,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from pydantic import Field
+
+from trainkit.config.registry import DatasetParams
 from trainkit.data.dataset import DataInfo
 from trainkit.errors import UserError
 
@@ -96,6 +99,34 @@ def hold_out(
         )
     order = torch.randperm(len(split), generator=torch.Generator().manual_seed(seed))
     return split.subset(order[n_val:].sort().values), split.subset(order[:n_val].sort().values)
+
+
+class HoldOutParams(DatasetParams):
+    """For data that may come without a test split: how much of it to hold out."""
+
+    test_fraction: float = Field(
+        0.2,
+        gt=0,
+        lt=1,
+        description="Share of the samples held out as the test split when the data has no "
+        "test split of its own.",
+    )
+    split_seed: int = Field(
+        0,
+        ge=0,
+        description="Seeds which samples are held out for test; apart from the experiment "
+        "seed, so runs with different seeds are scored on the same samples.",
+    )
+
+    def hold_out_test(self, count: int) -> tuple[Tensor, Tensor]:
+        """Indices (sorted) of the samples kept and of those held out for test."""
+        import torch
+
+        positions = torch.arange(count)
+        rest, held = hold_out(
+            Split(positions, positions), self.test_fraction, self.split_seed, "test_fraction"
+        )
+        return rest.inputs, held.inputs
 
 
 class DeviceBatches:

@@ -19,10 +19,10 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field, model_validator
 
-from trainkit.config.registry import DatasetParams, register_dataset, suggest
+from trainkit.config.registry import register_dataset, suggest
 from trainkit.console import print_status, warn
 from trainkit.data.dataset import DataInfo
-from trainkit.data.memory import InMemoryDataset, Split
+from trainkit.data.memory import HoldOutParams, InMemoryDataset, Split
 from trainkit.data.table_format import TableFormat, Task, fit, sorted_values
 from trainkit.errors import UserError, first_line, missing_extra
 
@@ -34,26 +34,9 @@ AUTO_REGRESSION_VALUES = 20  # task auto: a float target with more distinct valu
 Kind = Literal["number", "category", "drop"]
 
 
-class TableParams(DatasetParams):
-    path: str = Field(description="The table: a .csv, .tsv or .parquet file with a header.")
-    target: str = Field(description="The column to predict.")
-    test_path: str | None = Field(
-        None,
-        description="A table of test rows with the same columns; null: test_fraction of the "
-        "rows of path are held out.",
-    )
-    test_fraction: float = Field(
-        0.2,
-        gt=0,
-        lt=1,
-        description="Share of the rows held out as the test split when there is no test_path.",
-    )
-    split_seed: int = Field(
-        0,
-        ge=0,
-        description="Seeds which rows are held out for test; apart from the experiment seed, "
-        "so runs with different seeds are scored on the same rows.",
-    )
+class TableOptions(HoldOutParams):
+    """How a table's columns are read: shared by table files and Hugging Face tables."""
+
     task: Literal["auto", "classification", "regression"] = Field(
         "auto",
         description=f"auto: regression for a float target with more than "
@@ -64,6 +47,16 @@ class TableParams(DatasetParams):
         description="What each column is: number, category or drop. auto: numeric columns "
         "are numbers, the rest categories; a mapping sets the columns it names and leaves "
         "the rest to auto.",
+    )
+
+
+class TableParams(TableOptions):
+    path: str = Field(description="The table: a .csv, .tsv or .parquet file with a header.")
+    target: str = Field(description="The column to predict.")
+    test_path: str | None = Field(
+        None,
+        description="A table of test rows with the same columns; null: test_fraction of the "
+        "rows of path are held out.",
     )
 
     @model_validator(mode="after")
@@ -153,39 +146,67 @@ class TableDataset(InMemoryDataset):
 @register_dataset("table", TableParams)
 def table(params: TableParams, seed: int) -> TableDataset:
     """Rows of a .csv, .tsv or .parquet table; one column is the target."""
+    params.prepare()
+    path = Path(params.path).expanduser()
+    rows = read_table(path, "data.path")
+    test_rows = None
+    if params.test_path is not None:
+        test_rows = read_table(Path(params.test_path).expanduser(), "data.test_path")
+    return table_dataset(
+        params,
+        seed,
+        rows,
+        test_rows,
+        target=params.target,
+        target_key="data.target",
+        what=("data.path", "data.test_path"),
+        label=str(path),
+    )
+
+
+def table_dataset(
+    params: TableOptions,
+    seed: int,
+    rows: pa.Table,
+    test_rows: pa.Table | None,
+    *,
+    target: str,
+    target_key: str,
+    what: tuple[str, str],
+    label: str,
+    classes: tuple[str, ...] | None = None,
+) -> TableDataset:
+    """The dataset of a table's rows and, if it has them, its test rows: checked, split,
+    and prepared by a format fitted on the training rows. `what` names the two tables
+    in messages, `label` the source in the run's first lines; `classes` gives the class
+    order where the source defines one (else the target's values, sorted)."""
     import pyarrow as pa
     import torch
 
     from trainkit.data.memory import hold_out
 
-    params.prepare()
-    path = Path(params.path).expanduser()
-    rows = read_table(path, "data.path")
-    _check_target(rows, params.target, "data.path")
-    kinds = _kinds(rows, params)
-    task, why = _task(rows, params)
-    _check_values(rows, kinds, params.target, task, f"data.path {path}")
-    test_rows = None
-    if params.test_path is not None:
-        test_path = Path(params.test_path).expanduser()
-        test_rows = read_table(test_path, "data.test_path")
-        _check_target(test_rows, params.target, "data.test_path")
-        _check_values(test_rows, kinds, params.target, task, f"data.test_path {test_path}")
-    classes = () if task == "regression" else sorted_values(rows.column(params.target))
+    _check_target(rows, target, what[0], target_key)
+    kinds = _kinds(rows, params, target, what[0])
+    task, why = _task(rows, params, target)
+    _check_values(rows, kinds, target, task, f"{what[0]} {label}")
+    if test_rows is not None:
+        _check_target(test_rows, target, what[1], target_key)
+        _check_values(test_rows, kinds, target, task, what[1])
+    if task == "classification" and classes is None:
+        classes = sorted_values(rows.column(target))
+    classes = classes if task == "classification" else ()
     if task == "classification" and len(classes) < 2:
         raise UserError(
-            f"data.target={params.target!r} has only one value ({classes[0] if classes else ''!r})"
-            f" in {path}; classification needs at least two classes. Check the column, or set "
+            f"data: the target {target!r} has only one value ({classes[0] if classes else ''!r})"
+            f" in {label}; classification needs at least two classes. Check the column, or set "
             "data.task: regression."
         )
 
     positions = torch.arange(rows.num_rows)
     if test_rows is None:
-        rest, held = hold_out(
-            Split(positions, positions), params.test_fraction, params.split_seed, "test_fraction"
-        )
-        test_rows = rows.take(pa.array(held.inputs.numpy()))
-        rows = rows.take(pa.array(rest.inputs.numpy()))
+        rest, held = params.hold_out_test(rows.num_rows)
+        test_rows = rows.take(pa.array(held.numpy()))
+        rows = rows.take(pa.array(rest.numpy()))
         positions = torch.arange(rows.num_rows)
     fit_index, val_index = hold_out(Split(positions, positions), params.val_fraction, seed)
     splits = {
@@ -194,29 +215,23 @@ def table(params: TableParams, seed: int) -> TableDataset:
         "test": test_rows,
     }
     table_format = fit(
-        splits["train"],
-        target=params.target,
-        task=task,
-        kinds=kinds,
-        classes=classes,
-        source="data.path",
+        splits["train"], target=target, task=task, kinds=kinds, classes=classes, source=what[0]
     )
     _warn_identifiers(table_format, splits["train"].num_rows)
     print_status(
-        f"table {path}: {splits['train'].num_rows:,} training, {splits['val'].num_rows:,} "
+        f"table {label}: {splits['train'].num_rows:,} training, {splits['val'].num_rows:,} "
         f"validation and {splits['test'].num_rows:,} test rows; {len(table_format.numbers)} "
         f"number and {len(table_format.categories)} category columns"
         f"{f', {len(table_format.dropped)} dropped' if table_format.dropped else ''}; {why}"
     )
-    dataset = TableDataset(
+    return TableDataset(
         **{name: _split(part, table_format, name) for name, part in splits.items()},
         info=_info(table_format),
         table=table_format,
-        source=f"{path.name} ({sum(t.num_rows for t in splits.values()):,} rows, in memory)",
+        source=f"{Path(label).name} ({sum(t.num_rows for t in splits.values()):,} rows, in memory)",
         rows=splits,
-        source_file=str(path),
+        source_file=label,
     )
-    return dataset
 
 
 def _split(rows: pa.Table, table_format: TableFormat, name: str) -> Split:
@@ -233,11 +248,11 @@ def _info(table_format: TableFormat) -> DataInfo:
     )
 
 
-def _check_target(rows: pa.Table, target: str, what: str) -> None:
+def _check_target(rows: pa.Table, target: str, what: str, key: str) -> None:
     if target not in rows.column_names:
         raise UserError(
-            f"data.target={target!r}: {what} has no such column{suggest(target, rows.column_names)}"
-            f" Its columns: {', '.join(rows.column_names)}."
+            f"{key}={target!r}: {what} has no such column"
+            f"{suggest(target, rows.column_names)} Its columns: {', '.join(rows.column_names)}."
         )
 
 
@@ -263,16 +278,20 @@ def _check_values(
         check(target)
 
 
-def _kinds(rows: pa.Table, params: TableParams) -> dict[str, Kind]:
+def _kinds(rows: pa.Table, params: TableOptions, target: str, what: str) -> dict[str, Kind]:
     """What each column other than the target is: declared, or by its type."""
     import pyarrow as pa
 
     declared = params.features if isinstance(params.features, dict) else {}
-    columns = [n for n in rows.column_names if n != params.target]
+    if target in declared:
+        raise UserError(
+            f"data.features names the target {target!r}; the target is never a feature."
+        )
+    columns = [n for n in rows.column_names if n != target]
     unknown = [n for n in declared if n not in columns]
     if unknown:
         raise UserError(
-            f"data.features names {', '.join(map(repr, unknown))}, which {params.path} does not "
+            f"data.features names {', '.join(map(repr, unknown))}, which {what} does not "
             f"have{suggest(unknown[0], columns)} Its columns: {', '.join(rows.column_names)}."
         )
     kinds: dict[str, Kind] = {}
@@ -282,36 +301,36 @@ def _kinds(rows: pa.Table, params: TableParams) -> dict[str, Kind]:
         kinds[name] = declared.get(name, "number" if numeric else "category")
     if not any(kind != "drop" for kind in kinds.values()):
         raise UserError(
-            f"data: {params.path} has no feature columns besides the target {params.target!r}; "
-            "a model needs at least one column to learn from."
+            f"data: {what} has no feature columns besides the target {target!r}; a model "
+            "needs at least one column to learn from."
         )
     return kinds
 
 
-def _task(rows: pa.Table, params: TableParams) -> tuple[Task, str]:
+def _task(rows: pa.Table, params: TableOptions, target: str) -> tuple[Task, str]:
     """The task, and the words that say how it was chosen."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    column = rows.column(params.target)
+    column = rows.column(target)
     numeric = pa.types.is_integer(column.type) or pa.types.is_floating(column.type)
     if params.task == "regression":
         if not numeric:
             raise UserError(
-                f"data.task: regression needs a numeric target, but {params.target!r} holds "
+                f"data.task: regression needs a numeric target, but {target!r} holds "
                 f"text (e.g. {column.drop_null()[0].as_py()!r}); set data.task: classification."
             )
-        return "regression", f"regression on {params.target!r} (data.task)"
+        return "regression", f"regression on {target!r} (data.task)"
     if params.task == "classification":
-        return "classification", f"classification of {params.target!r} (data.task)"
+        return "classification", f"classification of {target!r} (data.task)"
     distinct = pc.count_distinct(column).as_py()
     if pa.types.is_floating(column.type) and distinct > AUTO_REGRESSION_VALUES:
         return "regression", (
-            f"regression, since {params.target!r} is a float column with {distinct:,} distinct "
+            f"regression, since {target!r} is a float column with {distinct:,} distinct "
             "values (data.task: auto)"
         )
     return "classification", (
-        f"classification, since {params.target!r} has {distinct:,} distinct values "
+        f"classification, since {target!r} has {distinct:,} distinct values "
         f"(data.task: auto; set data.task: regression if it is a quantity)"
     )
 

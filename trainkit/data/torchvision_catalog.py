@@ -30,6 +30,7 @@ from trainkit.data.image_data import (
     image_dataset,
 )
 from trainkit.data.images import UnreadableImage
+from trainkit.data.memory import HoldOutParams
 from trainkit.errors import UserError, first_line
 
 if TYPE_CHECKING:
@@ -84,7 +85,7 @@ _LABELS = ("targets", "labels", "_labels", "y")  # where torchvision datasets ke
 _PAIRS = ("_samples", "samples", "imgs")  # or as (image or path, label) pairs
 
 
-class TorchvisionParams(ImageParams):
+class TorchvisionParams(ImageParams, HoldOutParams):
     dataset: str = Field(
         description="The dataset's class name in torchvision.datasets; one of: "
         + ", ".join(CATALOG)
@@ -95,16 +96,6 @@ class TorchvisionParams(ImageParams):
     download: bool = Field(False, description="Download the files if they are missing.")
     channels: Literal[1, 3] | None = Field(
         None, description="3: RGB; 1: greyscale; null: the dataset's own (1 for the MNISTs)."
-    )
-    test_fraction: float = Field(
-        0.2,
-        gt=0,
-        lt=1,
-        description="For a dataset with one split (EuroSAT, Caltech101, ...): the share held "
-        "out as the test split.",
-    )
-    split_seed: int = Field(
-        0, ge=0, description="Seeds which samples of a one-split dataset are held out for test."
     )
 
     @field_validator("dataset")
@@ -207,11 +198,9 @@ def _fingerprint(params: TorchvisionParams, channels: int, size: tuple[int, int]
 @register_dataset("torchvision", TorchvisionParams)
 def torchvision_dataset(params: TorchvisionParams, seed: int) -> Dataset:
     """Any torchvision image-classification dataset by name (FashionMNIST, CIFAR100, ...)."""
-    import torch
     import torchvision.datasets
 
     from trainkit.data.image_data import Subset
-    from trainkit.data.memory import Split, hold_out
     from trainkit.data.streaming import LabelledImages
     from trainkit.data.torchvision_datasets import open_split
 
@@ -240,13 +229,9 @@ def torchvision_dataset(params: TorchvisionParams, seed: int) -> Dataset:
             else f"its {entry.splits[0]!r} and {entry.splits[1]!r} splits"
         )
     else:
-        positions = torch.arange(len(sources[0]))
-        rest, held = hold_out(
-            Split(positions, positions), params.test_fraction, params.split_seed, "test_fraction"
-        )
         train, test = (
-            LabelledImages(Subset(sources[0], part.inputs.tolist()), labels[0][part.inputs])
-            for part in (rest, held)
+            LabelledImages(Subset(sources[0], part.tolist()), labels[0][part])
+            for part in params.hold_out_test(len(sources[0]))
         )
         how = f"its one split, {params.test_fraction:.0%} held out for test (split_seed)"
     print_status(
