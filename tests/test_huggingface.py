@@ -16,10 +16,9 @@ from PIL import Image
 
 from tests.disk_datasets import striped_images
 from tests.helpers import NEVER, assert_same_run, misbehaving_loss, tiny_experiment
-from trainkit.config.loading import CommandLine
 from trainkit.config.registry import DATASETS
 from trainkit.config.schema import validate
-from trainkit.training.resume import resume
+from trainkit.training.checkpoint import read_payload
 from trainkit.training.run import train
 
 DIGITS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
@@ -114,7 +113,9 @@ def test_train_eval_predict_on_the_cli(cli, saved: Path, write_config, tmp_path:
     assert correct == round(scores["accuracy"] * 40)
 
 
-def test_streamed_and_in_memory_train_alike_and_resume_exactly(saved: Path, tmp_path) -> None:
+def test_streamed_and_in_memory_train_alike_and_resume_exactly(
+    cli, write_config, saved: Path, tmp_path: Path
+) -> None:
     def config(in_memory: bool, stop_at: int = NEVER) -> dict[str, Any]:
         raw = experiment(saved, in_memory=in_memory, augment="crop_flip")
         raw.update(misbehaving_loss(tmp_path, "sigterm", stop_at))
@@ -124,9 +125,11 @@ def test_streamed_and_in_memory_train_alike_and_resume_exactly(saved: Path, tmp_
     train(validate(config(False)), run_dir=tmp_path / "streamed", quiet=True)
     assert_same_run(tmp_path / "memory", tmp_path / "streamed")
     # 216 training images in batches of 16: 14 steps an epoch; call 20 is in epoch 2.
-    stopped = train(validate(config(False, stop_at=20)), run_dir=tmp_path / "cut", quiet=True)
-    assert stopped.status == "interrupted" and 14 < stopped.step < 28
-    resume(tmp_path / "cut", CommandLine([f"loss.at_call={NEVER}"]), quiet=True)
+    cut = cli("train", write_config(config(False, stop_at=20)), "--run-dir", tmp_path / "cut")
+    assert cut.exit_code == 143, cut.output
+    assert 14 < read_payload(tmp_path / "cut" / "last.pt")["state"]["step"] < 28
+    resumed = cli("resume", tmp_path / "cut", "--set", f"loss.at_call={NEVER}", "-q")
+    assert resumed.exit_code == 0, resumed.output
     assert_same_run(tmp_path / "memory", tmp_path / "cut")
 
 

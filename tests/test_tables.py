@@ -17,12 +17,10 @@ import torch
 import yaml
 
 from tests.helpers import NEVER, assert_same_run, misbehaving_loss, tiny_experiment
-from trainkit.config.loading import CommandLine
 from trainkit.config.registry import DATASETS
 from trainkit.config.schema import validate
 from trainkit.data.table import TableDataset
 from trainkit.training.checkpoint import read_payload
-from trainkit.training.resume import resume
 from trainkit.training.run import train
 
 COLOURS = ("red", "green", "blue")
@@ -238,20 +236,23 @@ def test_eval_prepares_a_changed_table_as_the_model_learned(cli, table_run, tmp_
     assert a["loss"] == b["loss"] and a["accuracy"] == b["accuracy"]
 
 
-def test_a_stopped_table_run_resumes_exactly(tmp_path: Path) -> None:
+def test_a_stopped_table_run_resumes_exactly_on_the_cli(cli, write_config, tmp_path) -> None:
     path = write_table(tmp_path / "t.csv", measurements(300))
 
-    def config(stop_at: int) -> dict[str, Any]:
+    def config(stop_at: int, name: str) -> Path:
         raw = table_experiment(path, features={"id": "drop", "colour": "category"})
         raw.update(misbehaving_loss(tmp_path, "sigterm", stop_at))
         raw["model"]["dropout"] = 0.2
-        return raw
+        return write_config(raw, name=name)
 
-    train(validate(config(NEVER)), run_dir=tmp_path / "whole", quiet=True)
+    whole = cli("train", config(NEVER, "whole.yaml"), "--run-dir", tmp_path / "whole", "-q")
+    assert whole.exit_code == 0, whole.output
     # 192 training rows in batches of 16: 12 steps an epoch; call 20 is in epoch 2.
-    stopped = train(validate(config(20)), run_dir=tmp_path / "cut", quiet=True)
-    assert stopped.status == "interrupted" and 12 < stopped.step < 24
-    resume(tmp_path / "cut", CommandLine([f"loss.at_call={NEVER}"]), quiet=True)
+    cut = cli("train", config(20, "cut.yaml"), "--run-dir", tmp_path / "cut", "-q")
+    assert cut.exit_code == 143
+    assert 12 < read_payload(tmp_path / "cut" / "last.pt")["state"]["step"] < 24
+    resumed = cli("resume", tmp_path / "cut", "--set", f"loss.at_call={NEVER}", "-q")
+    assert resumed.exit_code == 0, resumed.output
     assert_same_run(tmp_path / "whole", tmp_path / "cut")
 
 

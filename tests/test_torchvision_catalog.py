@@ -23,10 +23,9 @@ from tests.disk_datasets import (
     write_svhn,
 )
 from tests.helpers import NEVER, assert_same_run, misbehaving_loss, tiny_experiment
-from trainkit.config.loading import CommandLine
 from trainkit.config.registry import DATASETS
 from trainkit.config.schema import validate
-from trainkit.training.resume import resume
+from trainkit.training.checkpoint import read_payload
 from trainkit.training.run import train
 
 
@@ -130,7 +129,9 @@ def test_train_eval_and_predict_through_the_cli(cli, fashion: Path, write_config
     assert correct == round(scores["accuracy"] * 40)
 
 
-def test_streamed_and_in_memory_train_alike_and_resume_exactly(tmp_path: Path) -> None:
+def test_streamed_and_in_memory_train_alike_and_resume_exactly(
+    cli, write_config, tmp_path: Path
+) -> None:
     write_cifar100(tmp_path / "data", n_train=160, n_test=20)
 
     def config(in_memory: bool, stop_at: int = NEVER) -> dict[str, Any]:
@@ -142,9 +143,11 @@ def test_streamed_and_in_memory_train_alike_and_resume_exactly(tmp_path: Path) -
     train(validate(config(False)), run_dir=tmp_path / "streamed", quiet=True)
     assert_same_run(tmp_path / "memory", tmp_path / "streamed")
     # 144 training images in batches of 16: 9 steps an epoch; call 13 is in epoch 2.
-    stopped = train(validate(config(True, stop_at=13)), run_dir=tmp_path / "cut", quiet=True)
-    assert stopped.status == "interrupted" and 9 < stopped.step < 18
-    resume(tmp_path / "cut", CommandLine([f"loss.at_call={NEVER}"]), quiet=True)
+    cut = cli("train", write_config(config(True, stop_at=13)), "--run-dir", tmp_path / "cut")
+    assert cut.exit_code == 143, cut.output
+    assert 9 < read_payload(tmp_path / "cut" / "last.pt")["state"]["step"] < 18
+    resumed = cli("resume", tmp_path / "cut", "--set", f"loss.at_call={NEVER}", "-q")
+    assert resumed.exit_code == 0, resumed.output
     assert_same_run(tmp_path / "memory", tmp_path / "cut")
 
 
