@@ -322,5 +322,8 @@ def _all_missing(name: str, source: str) -> UserError:
     )
 
 
-def _names(names: Any) -> str:
-    return ", ".join(repr(n) for n in names)
+def _names(names: Any, shown: int = 8) -> str:
+    """Column names as a message lists them: the first `shown`, then how many more."""
+    names = list(names)
+    listed = ", ".join(repr(n) for n in names[:shown])
+    return listed + (f" and {len(names) - shown} more" if len(names) > shown else "")
