@@ -56,9 +56,10 @@ def train(
         options = as_arguments(overrides, unsets)
         _launch(nproc, ["train", str(config), *options, *extra, *["-q"] * quiet])
         return
+    from trainkit.tracking import watchers_for
     from trainkit.training.run import train as train_run
 
-    _finish(train_run(loaded, run_dir, quiet=quiet), quiet)
+    _finish(train_run(loaded, run_dir, quiet=quiet, watch=watchers_for), quiet)
 
 
 @command()
@@ -88,9 +89,12 @@ def resume(
         options = as_arguments(overrides, unsets)
         _launch(nproc, ["resume", str(path), *options, *["-q"] * quiet])
         return
+    from trainkit.tracking import watchers_for
     from trainkit.training.resume import resume as resume_run
 
-    _finish(resume_run(path, command_line(overrides, unsets), quiet=quiet), quiet)
+    _finish(
+        resume_run(path, command_line(overrides, unsets), quiet=quiet, watch=watchers_for), quiet
+    )
 
 
 def _launch(nproc: int, command: list[str]) -> None:

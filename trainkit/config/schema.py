@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import Field, ValidationError, create_model, model_validator
+from pydantic import Field, ValidationError, create_model, field_validator, model_validator
 
 from trainkit.config.messages import format_errors
 from trainkit.config.plugins import load_components
@@ -108,6 +108,29 @@ class CheckpointConfig(Params):
         return self
 
 
+class MLflowConfig(Params):
+    tracking_uri: str | None = Field(
+        None,
+        description="Where runs are tracked: an http(s):// server, or a database URI such as "
+        "sqlite:///path/mlflow.db; null: $MLFLOW_TRACKING_URI, else a SQLite store "
+        "mlflow.db in the runs' root folder.",
+    )
+    experiment: str | None = Field(
+        None, description="The MLflow experiment; null: the config's name."
+    )
+    run_name: str | None = Field(None, description="The MLflow run's name; null: the run's id.")
+    tags: dict[str, str] = Field(default_factory=dict, description="More tags for the MLflow run.")
+    log_checkpoints: Literal["none", "best", "last", "all"] = Field(
+        "none", description="Checkpoints uploaded as artifacts when the run ends."
+    )
+    log_config: bool = Field(True, description="Upload the run's config.yaml as an artifact.")
+    required: bool = Field(
+        True,
+        description="A tracking server that cannot be reached at the start stops the run "
+        "(exit 2); false: one warning, and the run trains without MLflow.",
+    )
+
+
 class LoggingConfig(Params):
     log_every_steps: int = Field(
         50, ge=1, description="Steps between progress updates and train/loss points."
@@ -115,6 +138,19 @@ class LoggingConfig(Params):
     tensorboard: bool = Field(
         True, description="Write TensorBoard events (into the run directory)."
     )
+    mlflow: MLflowConfig | None = Field(
+        None,
+        description="Track the run in MLflow: true, or a mapping of the keys below; every "
+        "metrics.jsonl record goes there once a checkpoint covers it. null or false: off.",
+    )
+
+    @field_validator("mlflow", mode="before")
+    @classmethod
+    def _switch(cls, value: Any) -> Any:
+        """`true` is MLflow with its defaults, `false` the same as null."""
+        if value is True:
+            return {}
+        return None if value is False else value
 
 
 class Config(Params):

@@ -23,6 +23,7 @@ from __future__ import annotations
 import platform
 import random
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -115,8 +116,10 @@ class Checkpointer:
         keep_last: int,
         inputs: dict[str, Any] | None = None,
         plugins: dict[str, str] | None = None,
+        on_saved: Callable[[], None] = lambda: None,
     ) -> None:
         self.run_dir = run_dir
+        self.on_saved = on_saved  # told after each checkpoint is safely on disk
         self.every_epochs = every_epochs
         self.keep_last = keep_last
         self.metadata = {
@@ -149,6 +152,7 @@ class Checkpointer:
             raise write_failed(
                 "a checkpoint", self.run_dir, exc, resumable=self.has_checkpoint()
             ) from None
+        self.on_saved()
 
     def has_checkpoint(self) -> bool:
         return bool(candidates(self.run_dir))

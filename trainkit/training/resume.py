@@ -31,10 +31,15 @@ from trainkit.training.loop import TrainState
 from trainkit.training.run import RunResult, join_world, run_to_end, stopped_before_start
 from trainkit.training.run_dir import CONFIG_FILE, RunLock, write_config
 from trainkit.training.signals import stop_on_signals
+from trainkit.training.watchers import Watch
 
 
 def resume(
-    path: Path, command_line: CommandLine | None = None, *, quiet: bool = False
+    path: Path,
+    command_line: CommandLine | None = None,
+    *,
+    quiet: bool = False,
+    watch: Watch | None = None,
 ) -> RunResult:
     """Continue the run in `path` (a run directory or a checkpoint file) where it stopped.
 
@@ -57,6 +62,7 @@ def resume(
         with quiet_output(quiet):
             found = _find(path)
             config = found.config(command_line)
+            watchers = watch(config) if watch and is_rank_zero() else ()
             world = join_world(config)
             with stop_on_signals() as received:
                 found = _for_world(found, world)
@@ -68,7 +74,13 @@ def resume(
                 if world.is_main and command_line and (command_line.sets or command_line.unsets):
                     write_config(run_dir, to_yaml(config))  # the run's config is this one now
                 return run_to_end(
-                    experiment, run_dir, state, quiet=quiet, resumed=True, received=received
+                    experiment,
+                    run_dir,
+                    state,
+                    quiet=quiet,
+                    resumed=True,
+                    received=received,
+                    watchers=watchers,
                 )
     finally:
         if lock is not None:

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import contextlib
 import signal
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from trainkit.config.plugins import plugin_origins
 from trainkit.config.schema import Config, to_dict, to_yaml
-from trainkit.console import Reporter, make_reporter, print_line, quiet_output
+from trainkit.console import Reporter, is_rank_zero, make_reporter, print_line, quiet_output
 from trainkit.errors import RunFailed, write_failed
 from trainkit.files import check_writable
 from trainkit.models.factory import count_parameters
@@ -39,6 +39,7 @@ from trainkit.training.run_dir import (
 )
 from trainkit.training.signals import stop_on_signals
 from trainkit.training.warm_start import load_initial_weights
+from trainkit.training.watchers import RunWatcher, Watch
 
 
 @dataclass
@@ -56,7 +57,13 @@ def join_world(config: Config) -> World:
     return join(resolve_device(config.trainer.device).type)
 
 
-def train(config: Config, run_dir: Path | None = None, *, quiet: bool = False) -> RunResult:
+def train(
+    config: Config,
+    run_dir: Path | None = None,
+    *,
+    quiet: bool = False,
+    watch: Watch | None = None,
+) -> RunResult:
     """Train `config` from scratch into a new run directory.
 
     The output folder is checked before any work. Stop signals are heeded from the
@@ -69,6 +76,7 @@ def train(config: Config, run_dir: Path | None = None, *, quiet: bool = False) -
         check_new_run_dir(run_dir)
     config.model.prepare()  # weights files: found (or fetched) before any data is read
     config.data.prepare()  # and the data's files and readers
+    watchers = watch(config) if watch and is_rank_zero() else ()  # e.g. a tracker's server
     world = join_world(config)
     lock = None
     try:
@@ -96,6 +104,7 @@ def train(config: Config, run_dir: Path | None = None, *, quiet: bool = False) -
                 notes=notes,
                 received=received,
                 made_here=made_here,
+                watchers=watchers,
             )
     finally:
         if lock is not None:
@@ -137,6 +146,7 @@ def run_to_end(
     notes: list[str] | None = None,
     received: Callable[[], int | None] = lambda: None,
     made_here: bool = True,
+    watchers: Sequence[RunWatcher] = (),
 ) -> RunResult:
     """Train `experiment` in `run_dir` from `state` until it ends, and record how.
 
@@ -147,7 +157,9 @@ def run_to_end(
     world = parts.world
     # Only rank 0 writes files and shows progress; the other ranks stay quiet.
     reporter = make_reporter(quiet or not world.is_main)
-    with _run_outputs(experiment, run_dir, state, resumed=resumed, made_here=made_here) as outputs:
+    with _run_outputs(
+        experiment, run_dir, state, resumed=resumed, made_here=made_here, watchers=watchers
+    ) as outputs:
         try:
             _announce(reporter, experiment, run_dir, notes or [], resumed=resumed)
             outcome = fit(
@@ -192,11 +204,18 @@ class _Outputs:
 
 @contextlib.contextmanager
 def _run_outputs(
-    experiment: Experiment, run_dir: Path, state: TrainState, *, resumed: bool, made_here: bool
+    experiment: Experiment,
+    run_dir: Path,
+    state: TrainState,
+    *,
+    resumed: bool,
+    made_here: bool,
+    watchers: Sequence[RunWatcher],
 ) -> Iterator[_Outputs]:
     """Open the run's outputs on rank 0 and record the session as started; on the way
     out, close them and record how it ended. A new run that ends before its first
-    checkpoint (a stop, or a full disk at its first write) leaves no run directory."""
+    checkpoint (a stop, or a full disk at its first write) leaves no run directory.
+    The watchers hear of the start, of every checkpoint and of the end."""
     config = experiment.config
     if not experiment.parts.world.is_main:
         yield _Outputs()
@@ -208,6 +227,7 @@ def _run_outputs(
         config.checkpoint.keep_last,
         inputs=experiment.spec.as_dict(),
         plugins=plugin_origins(config.plugins),
+        on_saved=lambda: [watcher.saved(run_dir) for watcher in watchers],
     )
     try:
         metrics_log = MetricsLog(
@@ -221,6 +241,8 @@ def _run_outputs(
             discard_run_dir(run_dir, made_here=made_here)  # nothing of it is worth keeping
         raise
     mark_started(run_dir)
+    for watcher in watchers:
+        watcher.started(run_dir, resumed=resumed)
     outputs = _Outputs(checkpointer, metrics_log)
     detail = None
     closing: RunFailed | None = None
@@ -237,7 +259,12 @@ def _run_outputs(
             metrics_log.close()
         except RunFailed as failed:
             closing = failed  # reported below, unless another error is on its way
-        if outputs.ended == "interrupted" and not resumed and not checkpointer.has_checkpoint():
+        discarded = (
+            outputs.ended == "interrupted" and not resumed and not checkpointer.has_checkpoint()
+        )
+        for watcher in watchers:
+            watcher.ended(run_dir, outputs.ended, discarded=discarded)
+        if discarded:
             discard_run_dir(run_dir, made_here=made_here)  # nothing to resume: no run at all
         else:
             mark_ended(run_dir, outputs.ended, detail)
