@@ -12,12 +12,14 @@ records of a finished run all arrive at its end.
 `tracking.json` in the run directory holds, for each tracker, what identifies its run
 there (written before training, so a resume continues the same tracker run, never a
 second one) and how many records it holds. A tracker that cannot be reached is warned
-about once; its records wait, and go at the next checkpoint, or at the end.
+about once; its records wait, and go at the first checkpoint RETRY_SECONDS later (so a
+lost server does not cost every checkpoint a timeout), or at the end.
 """
 
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -29,6 +31,7 @@ if TYPE_CHECKING:
     from trainkit.training.run_dir import Status
 
 TRACKING_FILE = "tracking.json"
+RETRY_SECONDS = 30.0  # after a failed send, checkpoints go by without trying for this long
 METADATA = ("step", "epoch", "scope")  # record fields that are not metrics
 
 
@@ -75,6 +78,7 @@ class TrackerFeed:
         self.tracker = tracker
         self.sent = 0
         self.warned = False
+        self.retry_at = 0.0  # time.monotonic() before which no send is tried
         self.off = False  # the tracker's run could not be opened: this session is untracked
 
     def started(self, run_dir: Path, *, resumed: bool) -> None:
@@ -101,7 +105,7 @@ class TrackerFeed:
         if self.off:
             return
         if not discarded and status in ("completed", "early_stopped", "interrupted"):
-            self._send(run_dir)  # every record is final: the last checkpoint covers them
+            self._send(run_dir, final=True)  # every record is final: a checkpoint covers them
         try:
             self.tracker.close(run_dir, status, discarded=discarded)
         except TrackerUnavailable as exc:
@@ -114,7 +118,9 @@ class TrackerFeed:
                 "it holds."
             )
 
-    def _send(self, run_dir: Path) -> None:
+    def _send(self, run_dir: Path, *, final: bool = False) -> None:
+        if not final and time.monotonic() < self.retry_at:
+            return
         records = read_records(run_dir)
         pending = records[self.sent :]
         if not pending:
@@ -122,6 +128,7 @@ class TrackerFeed:
         try:
             self.tracker.send(pending)
         except TrackerUnavailable as exc:
+            self.retry_at = time.monotonic() + RETRY_SECONDS
             if not self.warned:
                 warn(
                     f"{self.tracker.label} cannot be reached ({exc}); training goes on, and "

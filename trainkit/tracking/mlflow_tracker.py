@@ -41,11 +41,11 @@ PARAM_LENGTH = 6000  # characters of a param value MLflow keeps
 
 
 def _quiet_mlflow() -> None:
-    """Before mlflow is imported: no telemetry unless asked for, failed requests retried
-    briefly (training must not wait minutes for a server that is gone), and its database
-    migrations' log lines off the screen."""
+    """Before mlflow is imported: no telemetry unless asked for, a failed request not
+    retried by MLflow (the feed tries again later: training must not wait minutes for a
+    server that is gone), and its database migrations' log lines off the screen."""
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
     for name in ("mlflow", "alembic"):
         logging.getLogger(name).setLevel(logging.WARNING)
