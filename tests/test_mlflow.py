@@ -52,6 +52,7 @@ def untimed_points(points: list[tuple[str, int, float]]) -> list[tuple[str, int,
     return [p for p in points if p[0] not in ("epoch_time", "samples_per_sec")]
 
 
+@pytest.mark.slow  # seconds: MLflow's first import and database set-up
 def test_a_run_is_one_mlflow_run_with_its_config_metrics_and_outcome(
     cli, write_config, tmp_path: Path
 ) -> None:
@@ -255,3 +256,26 @@ def test_a_server_that_goes_away_mid_run_gets_the_records_when_it_is_back(
     assert history(client, run_id) == jsonl_history(tmp_path / "run")
     assert client.get_run(run_id).info.status == "FINISHED"
     _stop(server)
+
+
+@pytest.mark.slow
+def test_a_sweeps_trials_nest_under_one_run_for_the_sweep(cli, write_config, tmp_path) -> None:
+    write_config(experiment(), name="experiment.yaml")
+    sweep = {
+        "name": "search", "base": "experiment.yaml", "metric": "val/accuracy", "trials": 2,
+        "sampler": "grid", "space": {"optimizer.lr": {"choice": [0.05, 0.3]}},
+    }  # fmt: skip
+    (tmp_path / "sweep.yaml").write_text(json.dumps(sweep))
+    result = cli("sweep", tmp_path / "sweep.yaml", "--dir", tmp_path / "sweep", "-q")
+    assert result.exit_code == 0, result.output
+    stored = json.loads((tmp_path / "sweep" / "tracking.json").read_text())["mlflow"]
+    assert stored["tracking_uri"] == f"sqlite:///{(tmp_path / 'sweep' / 'mlflow.db').resolve()}"
+    client = MlflowClient(stored["tracking_uri"])
+    parent = client.get_run(stored["run_id"])
+    assert parent.info.run_name == "search" and parent.info.status == "FINISHED"
+    children = client.search_runs(
+        [parent.info.experiment_id], f"tags.mlflow.parentRunId = '{stored['run_id']}'"
+    )
+    assert sorted(c.data.params["optimizer.lr"] for c in children) == ["0.05", "0.3"]
+    assert all(c.info.status == "FINISHED" for c in children)
+    assert len(client.search_runs([parent.info.experiment_id])) == 3  # the sweep and 2 trials

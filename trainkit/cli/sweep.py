@@ -37,14 +37,28 @@ def sweep(
 
 def run_sweep(sweep: Sweep, directory: Path, *, quiet: bool) -> None:
     """Run trials until done, stopped or given up on; print the table and the tally."""
+    from trainkit.config.loading import load_config
     from trainkit.console import print_line
     from trainkit.errors import RunFailed
-    from trainkit.sweep.results import BEST_FILE, TRIALS_FILE, results_table, tally, write_results
+    from trainkit.sweep.results import (
+        BASE_FILE,
+        BEST_FILE,
+        TRIALS_FILE,
+        results_table,
+        tally,
+        write_results,
+    )
+    from trainkit.tracking import sweep_tracking
     from trainkit.training.signals import stop_on_signals
 
+    base = load_config(directory / BASE_FILE)
     try:
-        with stop_on_signals() as received:
-            end = sweep.run(received)
+        with sweep_tracking(base, directory, sweep.spec.name) as tracked:
+            with stop_on_signals() as received:
+                end = sweep.run(received)
+            tracked.status = (
+                "KILLED" if end.signal is not None else "FAILED" if end.gave_up else "FINISHED"
+            )
     finally:
         sweep.lock.release()
     if end.signal is not None:

@@ -82,7 +82,7 @@ class TrackerFeed:
         self.off = False  # the tracker's run could not be opened: this session is untracked
 
     def started(self, run_dir: Path, *, resumed: bool) -> None:
-        stored = _read(run_dir).get(self.tracker.key)
+        stored = read_tracking(run_dir).get(self.tracker.key)
         try:
             identity = self.tracker.open(run_dir, stored)
             records = read_records(run_dir)
@@ -95,7 +95,7 @@ class TrackerFeed:
             self.off = True
             return
         self.sent = held if held is not None else min((stored or {}).get("sent", 0), len(records))
-        _update(run_dir, self.tracker.key, {**identity, "sent": self.sent})
+        update(run_dir, self.tracker.key, {**identity, "sent": self.sent})
 
     def saved(self, run_dir: Path) -> None:
         if not self.off:
@@ -140,10 +140,10 @@ class TrackerFeed:
             warn(f"{self.tracker.label} is back: {len(pending)} record(s) sent.")
             self.warned = False
         self.sent = len(records)
-        _update(run_dir, self.tracker.key, {"sent": self.sent})
+        update(run_dir, self.tracker.key, {"sent": self.sent})
 
 
-def _read(run_dir: Path) -> dict[str, Any]:
+def read_tracking(run_dir: Path) -> dict[str, Any]:
     try:
         data = json.loads((run_dir / TRACKING_FILE).read_text())
     except (OSError, ValueError):
@@ -151,8 +151,8 @@ def _read(run_dir: Path) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def _update(run_dir: Path, key: str, values: dict[str, Any]) -> None:
-    data = _read(run_dir)
+def update(run_dir: Path, key: str, values: dict[str, Any]) -> None:
+    data = read_tracking(run_dir)
     data[key] = {**data.get(key, {}), **values}
     try:
         atomic_write_bytes(run_dir / TRACKING_FILE, (json.dumps(data, indent=2) + "\n").encode())

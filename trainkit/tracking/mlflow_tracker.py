@@ -38,6 +38,7 @@ STATUS = {"completed": "FINISHED", "early_stopped": "FINISHED", "failed": "FAILE
 BATCH = 1000  # metrics per log_batch call: MLflow's limit
 PARAM_BATCH = 100  # params per log_batch call: MLflow's limit
 PARAM_LENGTH = 6000  # characters of a param value MLflow keeps
+PARENT_RUN = "TRAINKIT_MLFLOW_PARENT_RUN"  # set for a sweep's trials: the sweep's run id
 
 
 def _quiet_mlflow() -> None:
@@ -132,20 +133,23 @@ class MLflowTracker:
                 self.run_id = self._create_run(run_dir, root)
         return {"tracking_uri": self.uri, "run_id": self.run_id}
 
-    def _create_run(self, run_dir: Path, root: Path) -> str:
+    def _experiment_id(self, root: Path) -> str:
         name = self.settings.experiment or self.config.name
         experiment = self.client.get_experiment_by_name(name)
-        if experiment is None:
-            location = None
-            if not self.uri.startswith(("http://", "https://")):  # a database beside the runs
-                location = (root / "mlartifacts").resolve().as_uri()
-            experiment_id = self.client.create_experiment(name, artifact_location=location)
-        else:
-            experiment_id = experiment.experiment_id
+        if experiment is not None:
+            return experiment.experiment_id
+        location = None
+        if not self.uri.startswith(("http://", "https://")):  # a database beside the runs
+            location = (root / "mlartifacts").resolve().as_uri()
+        return self.client.create_experiment(name, artifact_location=location)
+
+    def _create_run(self, run_dir: Path, root: Path) -> str:
+        experiment_id = self._experiment_id(root)
+        tags = {**_tags(self.config, run_dir), **self.settings.tags}
+        if os.environ.get(PARENT_RUN):  # a sweep's trial: nested under the sweep's run
+            tags["mlflow.parentRunId"] = os.environ[PARENT_RUN]
         run = self.client.create_run(
-            experiment_id,
-            run_name=self.settings.run_name or run_dir.name,
-            tags={**_tags(self.config, run_dir), **self.settings.tags},
+            experiment_id, run_name=self.settings.run_name or run_dir.name, tags=tags
         )
         self.run_id = run.info.run_id
         self._log_params(resumed=False)
@@ -172,6 +176,30 @@ class MLflowTracker:
             self.client.log_batch(self.run_id, params=new[start : start + PARAM_BATCH])
         if changed:
             self.client.log_batch(self.run_id, tags=changed)
+
+    def open_sweep(self, sweep_dir: Path, name: str, stored: dict[str, Any] | None) -> dict:
+        """The parent run of a sweep's trials (continued, with what `stored` says); its
+        trials find it in the environment and nest under it."""
+        from mlflow.tracking import MlflowClient
+
+        self.uri = (stored or {}).get("tracking_uri") or self.uri or _default_uri(sweep_dir)
+        self.label = f"MLflow at {self.uri}"
+        with _unavailable_on_failure():
+            self.client = MlflowClient(self.uri)
+            if stored and stored.get("run_id"):
+                self.run_id = stored["run_id"]
+                self.client.update_run(self.run_id, status="RUNNING")
+            else:
+                tags = {"trainkit.sweep_dir": str(sweep_dir.resolve()), **self.settings.tags}
+                run = self.client.create_run(
+                    self._experiment_id(sweep_dir), run_name=name, tags=tags
+                )
+                self.run_id = run.info.run_id
+        return {"tracking_uri": self.uri, "run_id": self.run_id}
+
+    def end_sweep(self, status: str) -> None:
+        with _unavailable_on_failure():
+            self.client.set_terminated(self.run_id, status)
 
     def held(self, records: list[dict[str, Any]]) -> int | None:
         """The records MLflow holds, from the first: those whose every metric it has as
