@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
+import streaming
 from streaming import IMAGENET_MEAN, IMAGENET_STD, images_per_second, write_photos
 
 
@@ -48,38 +49,10 @@ def write_dataset(folder: Path, images: int) -> Path:
 
 
 def trainkit_loader(path: Path, workers: int, batch: int):
-    """trainkit's streaming training batches, as `trainkit train` builds them."""
-    from trainkit.config.registry import DATASETS
-    from trainkit.config.schema import validate
-    from trainkit.console import quiet_output
-    from trainkit.data.batching import BatchOptions, BatchTransform, augmentation
-
-    config = validate(
-        {
-            "name": "bench",
-            "model": {"name": "mlp"},
-            "data": {
-                "name": "huggingface",
-                "path": str(path),
-                "image_size": 224,
-                "augment": "random_resized_crop",
-                "in_memory": False,
-                "mean": list(IMAGENET_MEAN),
-                "std": list(IMAGENET_STD),
-                "workers": workers,
-                "batch_size": batch,
-            },
-            "optimizer": {"name": "sgd"},
-        }
+    """trainkit's streaming training batches of the saved dataset."""
+    return streaming.trainkit_loader(
+        path, workers, batch, {"name": "huggingface", "path": str(path)}
     )
-    with quiet_output(True):
-        data = DATASETS.build(config.data, 0)
-    device = torch.device("cpu")
-    transform = BatchTransform(
-        device, mean=data.mean, std=data.std, augment=augmentation(data), channels_last=True
-    )
-    batches = data.batches("train", BatchOptions(device, batch, transform))
-    return lambda epoch: (images for images, _ in batches.epoch(epoch))
 
 
 def _stack(examples: list[dict]) -> torch.Tensor:

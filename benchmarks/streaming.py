@@ -54,10 +54,12 @@ def write_photos(root: Path, per_split: dict[str, int], size: tuple[int, int], s
     return root
 
 
-def trainkit_loader(root: Path, workers: int, batch: int):
-    """trainkit's streaming training batches, as `trainkit train` builds them."""
+def trainkit_loader(root: Path, workers: int, batch: int, source: dict | None = None):
+    """trainkit's streaming training batches for the ImageNet recipe, as `trainkit train`
+    builds them; `source` names another dataset than the image folder at `root`."""
     from trainkit.config.registry import DATASETS
     from trainkit.config.schema import validate
+    from trainkit.console import quiet_output
     from trainkit.data.batching import BatchOptions, BatchTransform, augmentation
 
     config = validate(
@@ -65,8 +67,7 @@ def trainkit_loader(root: Path, workers: int, batch: int):
             "name": "bench",
             "model": {"name": "mlp"},
             "data": {
-                "name": "image_folder",
-                "root": str(root),
+                **(source or {"name": "image_folder", "root": str(root)}),
                 "image_size": 224,
                 "augment": "random_resized_crop",
                 "in_memory": False,
@@ -78,7 +79,8 @@ def trainkit_loader(root: Path, workers: int, batch: int):
             "optimizer": {"name": "sgd"},
         }
     )
-    data = DATASETS.build(config.data, 0)
+    with quiet_output(True):
+        data = DATASETS.build(config.data, 0)
     device = torch.device("cpu")
     transform = BatchTransform(
         device, mean=data.mean, std=data.std, augment=augmentation(data), channels_last=True

@@ -19,6 +19,7 @@ whether it decoded the images, found them cached or streamed them.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -166,6 +167,21 @@ def size_text(count: float) -> str:
             return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
         count /= 1024
     return f"{count:.1f} TB"
+
+
+def fingerprint(key: str, root: Path, folders: list[Path]) -> str:
+    """A cache key: `key` (the dataset and the image format) and the name, size and
+    modification time of every file under `folders`, so changed data is never served
+    stale (a download's staging folder left out)."""
+    digest = hashlib.sha256(key.encode())
+    for top in folders:
+        for folder, dirs, files in sorted(os.walk(top, followlinks=True)):
+            dirs[:] = sorted(d for d in dirs if not d.startswith(".download"))
+            for name in sorted(files):
+                stat = os.stat(os.path.join(folder, name))
+                rel = os.path.relpath(os.path.join(folder, name), root)
+                digest.update(f"{rel}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()[:20]
 
 
 def cache_folder(params: ImageParams, kind: str) -> Path:

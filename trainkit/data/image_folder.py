@@ -8,8 +8,6 @@ file's path, size and modification time, so changed data is never served stale.
 
 from __future__ import annotations
 
-import hashlib
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
@@ -17,7 +15,13 @@ from pydantic import Field, model_validator
 
 from trainkit.config.registry import register_dataset
 from trainkit.console import print_status
-from trainkit.data.image_data import CACHE_VERSION, ImageParams, cache_folder, image_dataset
+from trainkit.data.image_data import (
+    CACHE_VERSION,
+    ImageParams,
+    cache_folder,
+    fingerprint,
+    image_dataset,
+)
 from trainkit.data.images import IMAGE_EXTENSIONS, FileList
 from trainkit.errors import UserError
 
@@ -70,15 +74,7 @@ def _fingerprint(root: Path, params: ImageFolderParams) -> str:
     (one cache folder serves every dataset, so the folder itself is part of the key)."""
     key = f"{CACHE_VERSION} root={root.resolve()} size={params.size[0]} resize={params.resize}"
     key += f" channels={params.channels} skip_bad={params.skip_bad}"
-    digest = hashlib.sha256(key.encode())
-    for split in ("train", "test"):
-        for folder, dirs, files in sorted(os.walk(root / split, followlinks=True)):
-            dirs.sort()
-            for name in sorted(files):
-                stat = os.stat(os.path.join(folder, name))
-                rel = os.path.relpath(os.path.join(folder, name), root)
-                digest.update(f"{rel}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
-    return digest.hexdigest()[:20]
+    return fingerprint(key, root, [root / "train", root / "test"])
 
 
 @register_dataset("image_folder", ImageFolderParams)

@@ -12,8 +12,6 @@ folder (`data.image_data`): the same options, in memory or streamed by the same 
 
 from __future__ import annotations
 
-import hashlib
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -27,6 +25,7 @@ from trainkit.data.image_data import (
     DEFAULT_SIZE,
     ImageParams,
     cache_folder,
+    fingerprint,
     image_dataset,
 )
 from trainkit.data.images import UnreadableImage
@@ -185,14 +184,7 @@ def _fingerprint(params: TorchvisionParams, channels: int, size: tuple[int, int]
     key = f"{CACHE_VERSION} torchvision {params.dataset} root={root} size={size} "
     key += f"resize={params.resize} channels={channels} skip_bad={params.skip_bad} "
     key += f"test_fraction={params.test_fraction} split_seed={params.split_seed}"
-    digest = hashlib.sha256(key.encode())
-    for folder, dirs, files in sorted(os.walk(root, followlinks=True)):
-        dirs[:] = sorted(d for d in dirs if not d.startswith(".download"))
-        for name in sorted(files):
-            stat = os.stat(os.path.join(folder, name))
-            rel = os.path.relpath(os.path.join(folder, name), root)
-            digest.update(f"{rel}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
-    return digest.hexdigest()[:20]
+    return fingerprint(key, root, [root])
 
 
 @register_dataset("torchvision", TorchvisionParams)
