@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -240,13 +241,15 @@ def test_a_server_that_goes_away_mid_run_gets_the_records_when_it_is_back(
     server = _start_server(folder, port)
     uri = f"http://127.0.0.1:{port}"
     raw = {**LONG, "logging": {**LONG["logging"], "mlflow": {"tracking_uri": uri}}}
-    raw["trainer"] = {**LONG["trainer"], "epochs": 6}  # still training once the server is back
+    raw["trainer"] = {**LONG["trainer"], "epochs": 3}
     process = start_training(write_config(raw), tmp_path / "run")
     try:
-        wait_for(process, lambda line: line.startswith("epoch 1/6  batch") and " step 60 " in line)
+        wait_for(process, lambda line: line.startswith("epoch 1/3  batch") and " step 60 " in line)
         _stop(server)  # gone for about an epoch
-        wait_for(process, lambda line: line.startswith("epoch 2/6  batch") and " step 700 " in line)
-        server = _start_server(folder, port)
+        wait_for(process, lambda line: line.startswith("epoch 2/3  batch") and " step 700 " in line)
+        process.send_signal(signal.SIGSTOP)  # however slowly the server starts, it is back
+        server = _start_server(folder, port)  # before training ends
+        process.send_signal(signal.SIGCONT)
         _, err = process.communicate(timeout=600)
     finally:
         process.kill()

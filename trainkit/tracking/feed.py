@@ -79,6 +79,7 @@ class TrackerFeed:
         self.sent = 0
         self.warned = False
         self.retry_at = 0.0  # time.monotonic() before which no send is tried
+        self.unsure = False  # a send failed: the tracker may hold part of what it was sent
         self.off = False  # the tracker's run could not be opened: this session is untracked
 
     def started(self, run_dir: Path, *, resumed: bool) -> None:
@@ -122,12 +123,17 @@ class TrackerFeed:
         if not final and time.monotonic() < self.retry_at:
             return
         records = read_records(run_dir)
-        pending = records[self.sent :]
-        if not pending:
-            return
         try:
+            if self.unsure:  # a request cut off mid-way may have been stored after all
+                held = self.tracker.held(records)
+                self.sent = self.sent if held is None else held
+                self.unsure = False
+            pending = records[self.sent :]
+            if not pending:
+                return
             self.tracker.send(pending)
         except TrackerUnavailable as exc:
+            self.unsure = True
             self.retry_at = time.monotonic() + RETRY_SECONDS
             if not self.warned:
                 warn(

@@ -221,14 +221,18 @@ class MLflowTracker:
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        metrics = [
-            Metric(key, value, now, int(record["step"]))
-            for record in records
-            for key, value in metrics_of(record).items()
-        ]
-        with _unavailable_on_failure():
-            for start in range(0, len(metrics), BATCH):
-                self.client.log_batch(self.run_id, metrics=metrics[start : start + BATCH])
+        batch: list[Metric] = []
+        with _unavailable_on_failure():  # whole records per request, so `held` can count them
+            for record in records:
+                metrics = [
+                    Metric(k, v, now, int(record["step"])) for k, v in metrics_of(record).items()
+                ]
+                if batch and len(batch) + len(metrics) > BATCH:
+                    self.client.log_batch(self.run_id, metrics=batch)
+                    batch = []
+                batch += metrics
+            if batch:
+                self.client.log_batch(self.run_id, metrics=batch)
 
     def close(self, run_dir: Path, status: Status, *, discarded: bool) -> None:
         with _unavailable_on_failure():
