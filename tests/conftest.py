@@ -27,6 +27,15 @@ from trainkit.config.registry import REGISTRIES
 _HF_HOME = tempfile.mkdtemp(prefix="trainkit-tests-hf-")
 atexit.register(shutil.rmtree, _HF_HOME, ignore_errors=True)
 os.environ.update(HF_HOME=_HF_HOME, HF_DATASETS_OFFLINE="1", HF_HUB_OFFLINE="1")
+# W&B likewise: offline unless a test says otherwise, its settings, caches and staged
+# artifacts in a folder of the tests', never the user's.
+os.environ.update(
+    WANDB_MODE="offline",
+    WANDB_CONFIG_DIR=os.path.join(_HF_HOME, "wandb-config"),
+    WANDB_CACHE_DIR=os.path.join(_HF_HOME, "wandb-cache"),
+    WANDB_DATA_DIR=os.path.join(_HF_HOME, "wandb-data"),
+)
+os.environ.pop("WANDB_API_KEY", None)
 
 
 @pytest.fixture

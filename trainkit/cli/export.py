@@ -33,6 +33,7 @@ def export(
     from trainkit.files import check_writable
     from trainkit.inference.export import CARD, check_installed, export
     from trainkit.inference.trained_model import load_trained_model
+    from trainkit.tracking import attach
 
     chosen = list(dict.fromkeys(f.value for f in formats))
     check_installed(chosen)
@@ -40,10 +41,13 @@ def export(
     check_writable(folder, "--out", folder=True)
     trained = load_trained_model(ckpt, device="cpu", precision="fp32")
     console = stdout()
+    written = []
     for done in export(trained, chosen, folder):
         console.print(
             f"{done.format}: {done.path}  checked: max abs difference {done.max_abs_diff:.2g} "
             f"(tolerance {done.tolerance:.2g})",
             highlight=False,
         )
+        written.append(done.path)
     console.print(f"model card: {folder / CARD}", highlight=False)
+    attach(ckpt if ckpt.is_dir() else ckpt.parent, "exports", [*written, folder / CARD])

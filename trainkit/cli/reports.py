@@ -105,6 +105,7 @@ def plot(
     from trainkit.reports.plots import FORMATS, plot_runs, plot_sweep
     from trainkit.reports.runs_table import find_runs
     from trainkit.sweep.results import is_sweep
+    from trainkit.tracking import attach
 
     check_writable(out, "--out")
     if out.suffix.lower() not in FORMATS:
@@ -121,5 +122,8 @@ def plot(
         if not inside:
             raise UserError(f"plot: {path} is not a run directory and holds none.")
         found.extend(inside)
-    drawn = plot_runs(list(dict.fromkeys(found)), metrics, out)
+    found = list(dict.fromkeys(found))
+    drawn = plot_runs(found, metrics, out)
     print_line(f"{', '.join(drawn)} of {len(found)} run{'s' * (len(found) != 1)}: {out}")
+    for run in found:
+        attach(run, "plots", [out])

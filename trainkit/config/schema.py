@@ -108,7 +108,26 @@ class CheckpointConfig(Params):
         return self
 
 
-class MLflowConfig(Params):
+class TrackerConfig(Params):
+    """What every experiment tracker takes (logging.mlflow, logging.wandb)."""
+
+    run_name: str | None = Field(None, description="The tracker run's name; null: the run's id.")
+    log_checkpoints: Literal["none", "best", "last", "all"] = Field(
+        "none", description="Checkpoints uploaded as artifacts when the run ends."
+    )
+    log_config: bool = Field(True, description="Upload the run's config.yaml as an artifact.")
+    log_exports: bool = Field(
+        False, description="`trainkit export` of this run uploads the files it writes."
+    )
+    log_plots: bool = Field(False, description="`trainkit plot` of this run uploads the picture.")
+    required: bool = Field(
+        True,
+        description="A tracker that cannot be reached at the start stops the run (exit 2); "
+        "false: one warning, and the run trains without it.",
+    )
+
+
+class MLflowConfig(TrackerConfig):
     tracking_uri: str | None = Field(
         None,
         description="Where runs are tracked: an http(s):// server, or a database URI such as "
@@ -118,17 +137,25 @@ class MLflowConfig(Params):
     experiment: str | None = Field(
         None, description="The MLflow experiment; null: the config's name."
     )
-    run_name: str | None = Field(None, description="The MLflow run's name; null: the run's id.")
     tags: dict[str, str] = Field(default_factory=dict, description="More tags for the MLflow run.")
-    log_checkpoints: Literal["none", "best", "last", "all"] = Field(
-        "none", description="Checkpoints uploaded as artifacts when the run ends."
+
+
+class WandbConfig(TrackerConfig):
+    project: str | None = Field(None, description="The W&B project; null: the config's name.")
+    entity: str | None = Field(
+        None, description="The W&B team or user; null: $WANDB_ENTITY, else your default."
     )
-    log_config: bool = Field(True, description="Upload the run's config.yaml as an artifact.")
-    required: bool = Field(
-        True,
-        description="A tracking server that cannot be reached at the start stops the run "
-        "(exit 2); false: one warning, and the run trains without MLflow.",
+    mode: Literal["online", "offline"] | None = Field(
+        None,
+        description="online: stream to the W&B server ($WANDB_BASE_URL, else wandb.ai); "
+        "offline: files in the run directory's wandb/ folder, uploaded later with `wandb "
+        "sync`; null: $WANDB_MODE, else online.",
     )
+    group: str | None = Field(
+        None, description="The W&B group; null: none (a sweep's trials: the sweep's name)."
+    )
+    tags: list[str] = Field(default_factory=list, description="Tags for the W&B run.")
+    notes: str | None = Field(None, description="A description shown with the W&B run.")
 
 
 class LoggingConfig(Params):
@@ -143,11 +170,16 @@ class LoggingConfig(Params):
         description="Track the run in MLflow: true, or a mapping of the keys below; every "
         "metrics.jsonl record goes there once a checkpoint covers it. null or false: off.",
     )
+    wandb: WandbConfig | None = Field(
+        None,
+        description="Track the run in Weights & Biases: true, or a mapping of the keys below; "
+        "every metrics.jsonl record goes there once a checkpoint covers it. null or false: off.",
+    )
 
-    @field_validator("mlflow", mode="before")
+    @field_validator("mlflow", "wandb", mode="before")
     @classmethod
     def _switch(cls, value: Any) -> Any:
-        """`true` is MLflow with its defaults, `false` the same as null."""
+        """`true` is the tracker with its defaults, `false` the same as null."""
         if value is True:
             return {}
         return None if value is False else value

@@ -53,8 +53,9 @@ class Tracker(Protocol):
         cannot tell, and the count in tracking.json is trusted."""
         ...
 
-    def send(self, records: list[dict[str, Any]]) -> None:
-        """Send records (TrackerUnavailable if it cannot now)."""
+    def send(self, records: list[dict[str, Any]], start: int) -> None:
+        """Send records, the first being record number `start` of metrics.jsonl
+        (TrackerUnavailable if it cannot now)."""
         ...
 
     def close(self, run_dir: Path, status: Status, *, discarded: bool) -> None:
@@ -131,7 +132,7 @@ class TrackerFeed:
             pending = records[self.sent :]
             if not pending:
                 return
-            self.tracker.send(pending)
+            self.tracker.send(pending, self.sent)
         except TrackerUnavailable as exc:
             self.unsure = True
             self.retry_at = time.monotonic() + RETRY_SECONDS

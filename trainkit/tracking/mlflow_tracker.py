@@ -16,8 +16,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import platform
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,6 +26,7 @@ from trainkit.config.schema import Config, MLflowConfig, to_dict
 from trainkit.console import warn
 from trainkit.errors import UserError, first_line
 from trainkit.tracking.feed import TrackerUnavailable, metrics_of
+from trainkit.tracking.run_facts import checkpoints, git_repository, run_facts
 from trainkit.training.run_dir import CONFIG_FILE
 
 if TYPE_CHECKING:
@@ -145,7 +144,11 @@ class MLflowTracker:
 
     def _create_run(self, run_dir: Path, root: Path) -> str:
         experiment_id = self._experiment_id(root)
-        tags = {**_tags(self.config, run_dir), **self.settings.tags}
+        tags = run_facts(self.config, run_dir)
+        repository = git_repository()
+        if repository:
+            tags["mlflow.source.git.commit"] = repository[1]
+        tags.update(self.settings.tags)
         if os.environ.get(PARENT_RUN):  # a sweep's trial: nested under the sweep's run
             tags["mlflow.parentRunId"] = os.environ[PARENT_RUN]
         run = self.client.create_run(
@@ -217,7 +220,7 @@ class MLflowTracker:
                     return index
         return len(records)
 
-    def send(self, records: list[dict[str, Any]]) -> None:
+    def send(self, records: list[dict[str, Any]], start: int) -> None:
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
@@ -239,7 +242,7 @@ class MLflowTracker:
             if discarded:  # the run left nothing: neither does its tracker run
                 self.client.delete_run(self.run_id)
                 return
-            for path in _checkpoints(run_dir, self.settings.log_checkpoints):
+            for path in checkpoints(run_dir, self.settings.log_checkpoints):
                 self.client.log_artifact(self.run_id, str(path), "checkpoints")
             self.client.set_terminated(self.run_id, STATUS[status])
 
@@ -257,38 +260,12 @@ def _default_uri(root: Path) -> str:
     return f"sqlite:///{(root / 'mlflow.db').resolve()}"
 
 
-def _checkpoints(run_dir: Path, which: str) -> list[Path]:
-    if which == "none":
-        return []
-    if which == "all":
-        return sorted(run_dir.glob("*.pt"))
-    path = run_dir / f"{which}.pt"
-    return [path] if path.is_file() else []
+def attach(run_dir: Path, stored: dict[str, Any], what: str, files: list[Path]) -> None:
+    """Upload `files` (exports, plots) into the run's MLflow run, under `what`/."""
+    _quiet_mlflow()
+    from mlflow.tracking import MlflowClient
 
-
-def _tags(config: Config, run_dir: Path) -> dict[str, str]:
-    from trainkit.training.checkpoint import library_versions
-    from trainkit.training.device import resolve_device
-
-    tags = {
-        "trainkit.run_dir": str(run_dir.resolve()),
-        "trainkit.world_size": os.environ.get("WORLD_SIZE", "1"),
-        "trainkit.device": str(resolve_device(config.trainer.device)),
-        "trainkit.host": platform.node(),
-        **{f"versions.{name}": version for name, version in library_versions().items()},
-    }
-    commit = _git_commit()
-    if commit:
-        tags["mlflow.source.git.commit"] = commit
-    return tags
-
-
-def _git_commit() -> str | None:
-    """The commit of the repository the command runs in, if it runs in one."""
-    try:
-        done = subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=False
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return done.stdout.strip() if done.returncode == 0 else None
+    with _unavailable_on_failure():
+        client = MlflowClient(stored["tracking_uri"])
+        for path in files:
+            client.log_artifact(stored["run_id"], str(path), what)
