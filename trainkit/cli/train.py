@@ -40,7 +40,8 @@ def train(
         Path | None,
         typer.Option(
             "--run-dir",
-            help="Write the run here instead of <checkpoint.runs_dir>/<name>/<run-id>.",
+            help="Write the run here instead of <checkpoint.runs_dir>/<name>/<run-id>; if it "
+            "holds an unfinished run of this config, continue it.",
         ),
     ] = None,
     quiet: Quiet = False,
@@ -52,14 +53,17 @@ def train(
     # A bad config stops here, before any worker starts.
     loaded = load_config(config, command_line(overrides, unsets))
     if nproc > 1:
+        from trainkit.training.relaunch import job_run_dir
+
+        run_dir = run_dir or job_run_dir(loaded)  # a Slurm job's, before the workers start
         extra = ["--run-dir", str(run_dir)] if run_dir else []
         options = as_arguments(overrides, unsets)
         _launch(nproc, ["train", str(config), *options, *extra, *["-q"] * quiet])
         return
     from trainkit.tracking import watchers_for
-    from trainkit.training.run import train as train_run
+    from trainkit.training.relaunch import train_or_continue
 
-    _finish(train_run(loaded, run_dir, quiet=quiet, watch=watchers_for), quiet)
+    _finish(train_or_continue(loaded, run_dir, quiet=quiet, watch=watchers_for), quiet)
 
 
 @command()
@@ -117,7 +121,10 @@ def _launch(nproc: int, command: list[str]) -> None:
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import parse_args, run
 
+    from trainkit.training.relaunch import OWN_LAUNCH
+
     logging.disable(logging.ERROR)  # the agent's own log; the workers say what happened
+    os.environ[OWN_LAUNCH] = "1"  # its agent's run id is not a job's: see training.relaunch
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
     args = parse_args(["--standalone", f"--nproc-per-node={nproc}", "-m", "trainkit", *command])
     try:

@@ -85,6 +85,13 @@ class TrainerConfig(Params):
         description="Deterministic kernels where PyTorch has them (slower on CUDA; CPU runs "
         "are reproducible without it).",
     )
+    distributed_timeout_minutes: float = Field(
+        10,
+        gt=0,
+        description="In a multi-process run, how long a process waits for the others (to "
+        "join, or in any exchange) before it fails, so that a launcher can restart the job "
+        "or give up instead of waiting for ever.",
+    )
 
 
 class CheckpointConfig(Params):
@@ -99,6 +106,13 @@ class CheckpointConfig(Params):
     keep_last: int = Field(2, ge=1, description="How many epoch_NNNN.pt files to keep.")
     every_steps: int | None = Field(
         None, ge=1, description="Also refresh last.pt every N optimizer steps; null disables."
+    )
+    every_minutes: float | None = Field(
+        None,
+        gt=0,
+        description="Also refresh last.pt once N minutes have passed since the last "
+        "checkpoint (checked every step), bounding the work a crash loses whatever a step "
+        "takes; null disables.",
     )
 
     @model_validator(mode="after")

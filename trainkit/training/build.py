@@ -175,6 +175,7 @@ def _class_counts(data: Dataset) -> tuple[int, ...]:
 def loop_settings(config: Config) -> LoopSettings:
     trainer, checkpoint = config.trainer, config.checkpoint
     early = trainer.early_stopping
+    minutes = checkpoint.every_minutes
     return LoopSettings(
         epochs=trainer.epochs,
         accumulate_steps=trainer.accumulate_steps,
@@ -182,6 +183,7 @@ def loop_settings(config: Config) -> LoopSettings:
         eval_every_epochs=trainer.eval_every_epochs,
         log_every_steps=config.logging.log_every_steps,
         checkpoint_every_steps=checkpoint.every_steps,
+        checkpoint_every_seconds=minutes * 60 if minutes else None,
         monitor=checkpoint.monitor,
         mode=checkpoint.mode or "min",
         patience=early.patience if early else None,

@@ -64,6 +64,7 @@ class LoopSettings:
     eval_every_epochs: int = 1
     log_every_steps: int = 50
     checkpoint_every_steps: int | None = None
+    checkpoint_every_seconds: float | None = None
     monitor: str = "val/loss"
     mode: Literal["min", "max"] = "min"
     patience: int | None = None  # early stopping; None disables
@@ -153,7 +154,9 @@ def fit(
     checkpointer: Checkpointer | None,  # None on ranks other than 0
     metrics_log: MetricsLog | None,
     reporter: Reporter,
-    stop_vote_all_ranks: Callable[[], bool],  # whether any rank was asked to stop
+    # Given whether this rank's clock says a checkpoint is due: whether any rank was
+    # asked to stop, and whether any rank's clock says so (one exchange a step).
+    votes_all_ranks: Callable[[bool], tuple[bool, bool]],
 ) -> Outcome:
     model, optimizer, scaler = parts.train_model, parts.optimizer, parts.scaler
     objective, precision, device, world = (
@@ -169,6 +172,7 @@ def fit(
     # MPS has no float64; elsewhere float64 keeps long sums exact enough to resume bit for bit.
     state.sums = state.sums.to(device, torch.float32 if device.type == "mps" else torch.float64)
 
+    saved_at = time.monotonic()  # the clock checkpoint.every_minutes counts from
     model.train()
     loss_total, correct_total = state.sums.unbind()  # views: adding to them adds to sums
     for epoch in range(state.epoch, settings.epochs):
@@ -237,15 +241,17 @@ def fit(
                 reporter.log_step(state.step, state.batch, interval)
                 logged_loss, logged_seen, last_log_time = loss_sum, seen, now
                 timed_seen, state.logged = seen, (loss_sum, seen)
-            every = settings.checkpoint_every_steps
-            periodic = bool(every) and state.step % every == 0 and state.batch < batches
-            stop = stop_vote_all_ranks()
-            if periodic or stop:
+            every, seconds = settings.checkpoint_every_steps, settings.checkpoint_every_seconds
+            late = seconds is not None and time.monotonic() - saved_at >= seconds
+            stop, late = votes_all_ranks(late)
+            periodic = (bool(every) and state.step % every == 0) or late
+            if (periodic and state.batch < batches) or stop:  # an epoch's end saves anyway
                 totals = _totals_all_ranks(state, world)
                 _check_finite(
                     "the training loss", _epoch_means(totals, classification), state, checkpointer
                 )
                 _save_all_ranks(parts, state, totals, metrics, checkpointer)
+                saved_at = time.monotonic()
             if stop:
                 return Outcome("interrupted", state, metrics)
 
@@ -276,9 +282,10 @@ def fit(
         _save_all_ranks(
             parts, state, totals, metrics, checkpointer, finished_epoch=epoch + 1, best=improved
         )
+        saved_at = time.monotonic()
         if settings.patience is not None and state.stale_evals >= settings.patience:
             return Outcome("early_stopped", state, metrics)
-        if stop_vote_all_ranks() and epoch + 1 < settings.epochs:
+        if votes_all_ranks(False)[0] and epoch + 1 < settings.epochs:
             return Outcome("interrupted", state, metrics)
     return Outcome("completed", state, metrics)
 

@@ -15,6 +15,7 @@ restore its state, run it to the end.
 from __future__ import annotations
 
 import math
+import os
 import warnings
 from pathlib import Path
 
@@ -26,8 +27,9 @@ from trainkit.files import check_writable
 from trainkit.training import checkpoint as ckpt
 from trainkit.training.build import Experiment, build, seed_process
 from trainkit.training.checkpoint import Checkpoint
-from trainkit.training.distributed import World
+from trainkit.training.distributed import World, lost_peers_fail_the_run
 from trainkit.training.loop import TrainState
+from trainkit.training.metrics_log import METRICS_FILE, read_records
 from trainkit.training.run import RunResult, join_world, run_to_end, stopped_before_start
 from trainkit.training.run_dir import CONFIG_FILE, RunLock, write_config
 from trainkit.training.signals import stop_on_signals
@@ -40,8 +42,10 @@ def resume(
     *,
     quiet: bool = False,
     watch: Watch | None = None,
+    relaunched: bool = False,
 ) -> RunResult:
     """Continue the run in `path` (a run directory or a checkpoint file) where it stopped.
+    `relaunched`: the command that started it was run again (see `training.relaunch`).
 
     With the world size it was trained with, a run continues exactly. With another, it
     continues from its last completed epoch, with the schedule re-planned for the new
@@ -55,12 +59,26 @@ def resume(
         )
     run_dir = path if path.is_dir() else path.parent
     check_writable(run_dir, "resume", folder=True)
+    with lost_peers_fail_the_run():
+        return _resume(path, run_dir, command_line, quiet, watch, relaunched)
+
+
+def _resume(
+    path: Path,
+    run_dir: Path,
+    command_line: CommandLine | None,
+    quiet: bool,
+    watch: Watch | None,
+    relaunched: bool,
+) -> RunResult:
     # Before anything is read: the newest checkpoint is the one no one else is writing.
     lock = RunLock(run_dir).acquire() if is_rank_zero() else None
     world = None
     try:
         with quiet_output(quiet):
             found = _find(path)
+            if relaunched:
+                _say_what_is_redone(found, run_dir)
             config = found.config(command_line)
             watchers = watch(config) if watch and is_rank_zero() else ()
             world = join_world(config)
@@ -103,6 +121,31 @@ def _find(path: Path) -> Checkpoint:
     for problem in found.skipped:
         warn(f"skipped a damaged checkpoint: {problem}")
     return found
+
+
+def _say_what_is_redone(found: Checkpoint, run_dir: Path) -> None:
+    """The first lines of a relaunched run: that it is one, from which checkpoint it
+    continues, and how much logged work after that checkpoint is done again."""
+    restart = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") or 0)
+    requeue = int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0)
+    who = "the command was run again"
+    if restart:
+        who = f"restart {restart} of this torchrun job"
+    elif requeue:
+        who = f"requeue {requeue} of Slurm job {os.environ.get('SLURM_JOB_ID', '?')}"
+    state = found.state
+    logged = max((int(r["step"]) for r in read_records(run_dir)), default=0)
+    redone = ""
+    if logged > state["step"]:
+        metrics_file = run_dir / METRICS_FILE
+        seconds = metrics_file.stat().st_mtime - found.path.stat().st_mtime
+        redone = f"; the {logged - state['step']} logged steps after it"
+        redone += f" (about {seconds:.0f} s of training)" if seconds >= 1 else ""
+        redone += " are trained again"
+    warn(
+        f"{who}: {run_dir} continues from {found.path.name} (epoch {state['epoch']}, batch "
+        f"{state['batch']}, step {state['step']}){redone}."
+    )
 
 
 def _for_world(found: Checkpoint, world: World) -> Checkpoint:

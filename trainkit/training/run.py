@@ -24,13 +24,14 @@ from trainkit.models.factory import count_parameters
 from trainkit.training.build import Experiment, build, loop_settings, seed_process
 from trainkit.training.checkpoint import LAST, Checkpointer
 from trainkit.training.device import resolve_device
-from trainkit.training.distributed import World, join
+from trainkit.training.distributed import World, join, lost_peers_fail_the_run
 from trainkit.training.loop import Outcome, TrainState, evaluate, fit
 from trainkit.training.metrics_log import MetricsLog
 from trainkit.training.run_dir import (
     RunLock,
     Status,
     check_new_run_dir,
+    clear_run_dir,
     create_run_dir,
     discard_run_dir,
     mark_ended,
@@ -54,7 +55,8 @@ class RunResult:
 
 def join_world(config: Config) -> World:
     """This process's place in a torchrun launch (rank 0 of 1 when run on its own)."""
-    return join(resolve_device(config.trainer.device).type)
+    trainer = config.trainer
+    return join(resolve_device(trainer.device).type, trainer.distributed_timeout_minutes)
 
 
 def train(
@@ -63,20 +65,34 @@ def train(
     *,
     quiet: bool = False,
     watch: Watch | None = None,
+    keep: Sequence[str] | None = None,
 ) -> RunResult:
     """Train `config` from scratch into a new run directory.
 
     The output folder is checked before any work. Stop signals are heeded from the
     start: one that comes while data and model are being built ends the command before
-    a run directory exists.
+    a run directory exists. `keep`: `run_dir` holds a run that never wrote a checkpoint,
+    which starts over there, keeping the entries named (see `training.relaunch`).
     """
     where = run_dir or Path(config.checkpoint.runs_dir)
     check_writable(where, "--run-dir" if run_dir else "checkpoint.runs_dir", folder=True)
-    if run_dir is not None:
+    if run_dir is not None and keep is None:
         check_new_run_dir(run_dir)
     config.model.prepare()  # weights files: found (or fetched) before any data is read
     config.data.prepare()  # and the data's files and readers
     watchers = watch(config) if watch and is_rank_zero() else ()  # e.g. a tracker's server
+    with lost_peers_fail_the_run():
+        return _train(config, run_dir, quiet=quiet, watchers=watchers, keep=keep)
+
+
+def _train(
+    config: Config,
+    run_dir: Path | None,
+    *,
+    quiet: bool,
+    watchers: Sequence[RunWatcher],
+    keep: Sequence[str] | None,
+) -> RunResult:
     world = join_world(config)
     lock = None
     try:
@@ -92,7 +108,10 @@ def train(
             directory, made_here = None, True
             if world.is_main:
                 made_here = run_dir is None or not run_dir.exists()
-                directory = create_run_dir(Path(config.checkpoint.runs_dir), config.name, run_dir)
+                if run_dir is not None and keep is not None:
+                    clear_run_dir(run_dir, keep)
+                root = Path(config.checkpoint.runs_dir)
+                directory = create_run_dir(root, config.name, run_dir, keep or ())
                 lock = _start_run_dir(directory, config, made_here=made_here)
             directory = world.broadcast_object(directory)  # rank 0 names the run for everyone
             return run_to_end(
@@ -126,10 +145,17 @@ def _start_run_dir(directory: Path, config: Config, *, made_here: bool) -> RunLo
     return lock
 
 
+def _votes(world: World, stop: bool, due: bool) -> tuple[bool, bool]:
+    """The loop's one exchange a step: any rank asked to stop, any rank's clock says a
+    checkpoint is due."""
+    stop, due = world.vote(stop, due)
+    return stop, due
+
+
 def stopped_before_start(sig: int | None, *, quiet: bool, run_dir: Path | None = None) -> RunResult:
     """A stop signal that came while the run was being set up: nothing was written."""
     stop = sig or signal.SIGTERM
-    if not quiet:
+    if not quiet and is_rank_zero():
         print_line(
             f"stopped by {signal.Signals(stop).name} before training started; nothing was written."
         )
@@ -169,7 +195,7 @@ def run_to_end(
                 outputs.checkpointer,
                 outputs.metrics_log,
                 reporter,
-                lambda: world.all_reduce_any(received() is not None),
+                lambda due: _votes(world, received() is not None, due),
             )
             if outcome.status != "interrupted":
                 _score_test_split(experiment, outcome, outputs.metrics_log)

@@ -17,6 +17,7 @@ import json
 import os
 import shutil
 import socket
+from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -36,27 +37,38 @@ def discard_run_dir(run_dir: Path, *, made_here: bool) -> None:
     else what trainkit put in it (an empty --run-dir is the user's own)."""
     if made_here:
         shutil.rmtree(run_dir, ignore_errors=True)
-        return
+    else:
+        clear_run_dir(run_dir, keep=())
+
+
+def clear_run_dir(run_dir: Path, keep: Sequence[str]) -> None:
+    """Empty a run directory but for the entries named in `keep`: a run that never wrote
+    a checkpoint, starting over."""
     for path in run_dir.iterdir():
+        if path.name in keep:
+            continue
         if path.is_dir():
             shutil.rmtree(path, ignore_errors=True)
         else:
             path.unlink(missing_ok=True)
 
 
-def check_new_run_dir(explicit: Path) -> None:
-    """A --run-dir for a new run is a new or empty folder (checked before any work, and
-    again when it is made)."""
-    if explicit.exists() and (not explicit.is_dir() or any(explicit.iterdir())):
+def check_new_run_dir(explicit: Path, keep: Sequence[str] = ()) -> None:
+    """A --run-dir for a new run is a new or empty folder, but for the entries named in
+    `keep` (checked before any work, and again when it is made)."""
+    left = [p for p in explicit.iterdir() if p.name not in keep] if explicit.is_dir() else []
+    if explicit.exists() and (not explicit.is_dir() or left):
         raise UserError(
             f"--run-dir {explicit} already exists and is not an empty folder. Pick a new "
             f"folder, or continue that run with `trainkit resume {explicit}`."
         )
 
 
-def create_run_dir(root: Path, name: str, explicit: Path | None = None) -> Path:
+def create_run_dir(
+    root: Path, name: str, explicit: Path | None = None, keep: Sequence[str] = ()
+) -> Path:
     if explicit is not None:
-        check_new_run_dir(explicit)
+        check_new_run_dir(explicit, keep)
         explicit.mkdir(parents=True, exist_ok=True)
         return explicit
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")

@@ -1,4 +1,9 @@
-"""Graceful stops: SIGINT and SIGTERM become a request the training loop polls."""
+"""Graceful stops: SIGINT, SIGTERM and SIGUSR1 become a request the training loop polls.
+
+SIGUSR1 is what Slurm sends ahead of a job's time limit (`sbatch --signal=USR1@90`), and
+what a preemption warning usually is: the run writes last.pt and stops, and a relaunch of
+the same command continues it.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +17,7 @@ from trainkit.training.distributed import launched_by_torchrun
 
 @contextlib.contextmanager
 def stop_on_signals() -> Iterator[Callable[[], int | None]]:
-    """Turn SIGINT/SIGTERM into a request the training loop polls between steps.
+    """Turn SIGINT/SIGTERM/SIGUSR1 into a request the training loop polls between steps.
 
     Yields a function returning the signal received (or None). A second Ctrl-C stops at
     once, which is safe: checkpoints are written atomically. Not in a torchrun worker: a
@@ -27,7 +32,7 @@ def stop_on_signals() -> Iterator[Callable[[], int | None]]:
             raise KeyboardInterrupt
         received.append(signum)
 
-    watched = (signal.SIGINT, signal.SIGTERM)
+    watched = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)
     in_main = threading.current_thread() is threading.main_thread()
     previous = {s: signal.signal(s, handler) for s in watched} if in_main else {}
     try:
