@@ -4,8 +4,9 @@ match its uninterrupted twin? How long from a kill to training again?
     python benchmarks/restarts.py [--trials 10] [--nproc 2] [--seed 0]
 
 Each trial launches `torchrun --standalone --nproc-per-node N --max-restarts 3 -m
-trainkit train` on a synthetic experiment of about ten seconds, waits a random time
-after training starts, and SIGKILLs one of the workers, chosen at random. The agent
+trainkit train` on a synthetic experiment of some seconds, waits a random time after
+training starts (within the first 80% of the twin's training time), and SIGKILLs one
+of the workers, chosen at random. The agent
 restarts the workers and trainkit continues the run from its newest checkpoint. The
 trial passes if the job exits 0 and its final checkpoint and metrics.jsonl equal those of
 the twin trained without a kill (weights and optimizer state bit for bit). The recovery
@@ -34,11 +35,12 @@ sys.path.insert(0, str(ROOT))
 from tests.helpers import assert_same_run, tiny_experiment  # noqa: E402
 
 EXPERIMENT = tiny_experiment(
-    data={"n_train": 6000, "n_test": 200, "batch_size": 16},
+    data={"n_train": 24000, "n_test": 200, "batch_size": 16},
     trainer={"epochs": 3, "distributed_timeout_minutes": 1},
     checkpoint={"every_steps": 20},
     logging={"log_every_steps": 10, "tensorboard": False},
 )
+STARTUP = 6.0  # seconds a launch takes before training (imports, data), roughly
 ENV = {**os.environ, "GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1"}
 
 
@@ -55,7 +57,9 @@ def workers_of(agent: int) -> list[int]:
     return children
 
 
-def trial(config: Path, runs: Path, nproc: int, rng: random.Random) -> dict[str, object]:
+def trial(
+    config: Path, runs: Path, nproc: int, rng: random.Random, span: float
+) -> dict[str, object]:
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
                f"--nproc-per-node={nproc}", "--max-restarts=3", "-m", "trainkit", "train",
                str(config), "--set", f"checkpoint.runs_dir={runs}"]  # fmt: skip
@@ -67,7 +71,7 @@ def trial(config: Path, runs: Path, nproc: int, rng: random.Random) -> dict[str,
     reader = threading.Thread(target=lambda: errors.extend(job.stderr or []), daemon=True)
     reader.start()
     assert job.stdout is not None
-    delay, started, killed_at, victim = rng.uniform(0.5, 7.0), None, None, None
+    delay, started, killed_at, victim = rng.uniform(0.2, span), None, None, None
     for line in job.stdout:
         now = time.monotonic()
         lines.append((now, line))
@@ -103,6 +107,7 @@ def main() -> None:
         config = folder / "experiment.yaml"
         config.write_text(json.dumps(EXPERIMENT))
         twin = folder / "twin"
+        began = time.monotonic()
         done = subprocess.run(
             [sys.executable, "-m", "trainkit", "train", str(config), "--nproc",
              str(args.nproc), "--run-dir", str(twin), "-q"],
@@ -110,10 +115,12 @@ def main() -> None:
         )  # fmt: skip
         if done.returncode != 0:
             raise SystemExit(f"the twin failed:\n{done.stderr[-3000:]}")
+        # Kills land in the first 80% of the training time (the twin's, less start-up).
+        span = max(1.0, 0.8 * (time.monotonic() - began - STARTUP))
         results, passed = [], 0
         for number in range(args.trials):
             runs = folder / f"trial{number}"
-            result = trial(config, runs, args.nproc, rng)
+            result = trial(config, runs, args.nproc, rng, span)
             (run,) = (runs / "tiny").iterdir()
             try:
                 assert result["code"] == 0, result["stderr"][-2000:]

@@ -75,7 +75,7 @@ seed: 3
 model: {name: mlp, hidden: [64]}
 data: {name: synthetic_logistic, n_train: 50000, batch_size: 64}
 optimizer: {name: sgd, lr: 0.05}
-trainer: {epochs: 12, device: cpu}
+trainer: {epochs: 40, device: cpu}
 checkpoint: {runs_dir: $work/runs, every_minutes: 0.25}
 logging: {log_every_steps: 200}
 EOF

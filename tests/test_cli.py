@@ -180,7 +180,7 @@ def test_run_dir_that_holds_files_is_never_overwritten(cli, write_config, tmp_pa
     run.mkdir()
     (run / "notes.txt").write_text("mine")
     result = cli("train", write_config(), "--run-dir", run)
-    assert result.exit_code == 2 and "already exists" in result.stderr
+    assert result.exit_code == 2 and "is not empty and holds no trainkit run" in result.stderr
     assert [p.name for p in run.iterdir()] == ["notes.txt"]
 
 

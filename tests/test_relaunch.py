@@ -43,6 +43,7 @@ def train_in_a_process(config: Path, run: Path, **env: str) -> subprocess.Comple
     return subprocess.run(command, capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow  # seconds: a training process killed outright
 def test_a_relaunch_after_a_kill_continues_exactly(cli, write_config, tmp_path) -> None:
     raw = faulty(tmp_path, "sigkill", 80, checkpoint={"every_steps": 25})  # epoch 2, step ~73
     config, run = write_config(raw), tmp_path / "run"
@@ -56,6 +57,7 @@ def test_a_relaunch_after_a_kill_continues_exactly(cli, write_config, tmp_path) 
     assert_same_run(run, twin_of(tmp_path, raw, cli, write_config))
 
 
+@pytest.mark.slow  # seconds: three runs
 def test_a_stop_on_sigusr1_under_a_slurm_job_id_continues_in_the_jobs_directory(
     cli, write_config, tmp_path, monkeypatch
 ) -> None:
@@ -101,6 +103,7 @@ def test_a_run_of_another_config_is_refused_naming_the_keys(cli, write_config, t
     assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
 
 
+@pytest.mark.slow  # seconds: a training process killed outright
 def test_a_run_killed_before_its_first_checkpoint_starts_over_in_the_same_tracker_run(
     cli, write_config, tmp_path
 ) -> None:
@@ -116,6 +119,7 @@ def test_a_run_killed_before_its_first_checkpoint_starts_over_in_the_same_tracke
     assert_same_run(run, twin_of(tmp_path, raw, cli, write_config))
 
 
+@pytest.mark.slow  # seconds: a training process killed outright
 @pytest.mark.parametrize(("minutes", "mid_epoch_checkpoint"), [(0.0005, True), (10, False)])
 def test_every_minutes_bounds_what_a_crash_loses(
     write_config, tmp_path, minutes, mid_epoch_checkpoint

@@ -40,15 +40,21 @@ def faulty(tmp_path: Path, at_call: int, *, once: bool = True) -> dict[str, Any]
     return raw
 
 
-def twin(tmp_path: Path, raw: dict[str, Any], write_config) -> Path:
-    """The same run in two processes, never interrupted."""
-    calm = json.loads(json.dumps(raw))
-    calm["loss"]["at_call"] = NEVER
-    command = [sys.executable, "-m", "trainkit", "train", str(write_config(calm, name="twin.yaml")),
-               "--nproc", "2", "--run-dir", str(tmp_path / "twin"), "-q"]  # fmt: skip
-    done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=LAUNCH_ENV)
+@pytest.fixture(scope="module")
+def twin(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """EXPERIMENT in two processes, never interrupted: what every test's run must end as
+    (their faults and folders change nothing in the training)."""
+    folder = tmp_path_factory.mktemp("twin")
+    raw = json.loads(json.dumps(EXPERIMENT))
+    raw.update(misbehaving_loss(folder, "sigkill", NEVER))
+    (folder / "twin.yaml").write_text(json.dumps(raw))
+    command = [sys.executable, "-m", "trainkit", "train", "twin.yaml", "--nproc", "2",
+               "--run-dir", "twin", "-q"]  # fmt: skip
+    done = subprocess.run(
+        command, capture_output=True, text=True, timeout=300, env=LAUNCH_ENV, cwd=folder
+    )
     assert done.returncode == 0, done.stderr[-3000:]
-    return tmp_path / "twin"
+    return folder / "twin"
 
 
 def torchrun(*options: str, config: Path) -> subprocess.Popen[str]:
@@ -81,7 +87,9 @@ def finish(processes: list[subprocess.Popen[str]], timeout: float) -> list[tuple
     return ended
 
 
-def test_a_killed_worker_is_restarted_and_the_run_continues_exactly(write_config, tmp_path) -> None:
+def test_a_killed_worker_is_restarted_and_the_run_continues_exactly(
+    write_config, tmp_path, twin
+) -> None:
     raw = faulty(tmp_path, 24)  # rank 1, in epoch 2
     job = torchrun("--standalone", "--nproc-per-node", "2", "--max-restarts", "1",
                    config=write_config(raw))  # fmt: skip
@@ -91,51 +99,58 @@ def test_a_killed_worker_is_restarted_and_the_run_continues_exactly(write_config
     assert run.name.startswith("torchrun-")  # the agent's run id, the same after its restart
     said = " ".join(err.split())
     assert "restart 1 of this torchrun job:" in said and "continues from last.pt" in said
-    assert_same_run(run, twin(tmp_path, raw, write_config))
+    assert_same_run(run, twin)
 
 
-def test_two_nodes_restart_together_and_finish_exactly(write_config, tmp_path) -> None:
+def test_two_nodes_restart_together_and_finish_exactly(write_config, tmp_path, twin) -> None:
     raw = faulty(tmp_path, 24)
     ended = finish(two_nodes(write_config(raw), "job7", restarts=2), timeout=300)
     assert [code for code, _ in ended] == [0, 0], [err[-2000:] for _, err in ended]
     run = tmp_path / "runs" / "tiny" / "torchrun-job7"
     assert "restart 1 of this torchrun job:" in " ".join(" ".join(e for _, e in ended).split())
-    assert_same_run(run, twin(tmp_path, raw, write_config))
+    assert_same_run(run, twin)
 
 
 def test_a_worker_that_keeps_failing_ends_the_job_instead_of_hanging(
     write_config, tmp_path
 ) -> None:
-    """Rank 1 dies at every launch; after its restarts both launchers give up, within
+    """Rank 1 dies at every launch; after its restart both launchers give up, within
     a bound: each attempt's start-up, and at most distributed_timeout_minutes (30 s
     here) for a rank left waiting for a peer that is gone."""
     started = time.monotonic()
-    ended = finish(two_nodes(write_config(faulty(tmp_path, 6, once=False)), "job8", 2), 400)
+    ended = finish(two_nodes(write_config(faulty(tmp_path, 6, once=False)), "job8", 1), 400)
     assert all(code != 0 for code, _ in ended)
     assert time.monotonic() - started < 300
 
 
-def test_srun_tasks_form_a_world_from_slurms_variables(write_config, tmp_path) -> None:
+def test_srun_tasks_form_a_world_from_slurms_variables(write_config, tmp_path, twin) -> None:
     """Two processes given what srun gives two tasks (no torchrun variables) train the
-    run `--nproc 2` trains."""
+    run `--nproc 2` trains; stopped by SIGUSR1 (sbatch --signal) and launched again, as
+    a requeued job is, they continue it in slurm-<job id>."""
     raw = json.loads(json.dumps(EXPERIMENT))
-    raw.update(misbehaving_loss(tmp_path, "sigkill", NEVER))
+    once = str(tmp_path / "fault.done")
+    raw.update(misbehaving_loss(tmp_path, "sigusr1", 24, rank=0, once=once))
     config = write_config(raw)
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    tasks = []
-    for rank in range(2):
-        env = {**LAUNCH_ENV, "SLURM_JOB_ID": "777", "SLURM_NTASKS": "2",
-               "SLURM_PROCID": str(rank), "SLURM_LOCALID": str(rank),
-               "SLURM_JOB_NODELIST": "localhost", "MASTER_PORT": str(port)}  # fmt: skip
-        for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR"):
-            env.pop(name, None)
-        command = [sys.executable, "-m", "trainkit", "train", str(config), "-q",
-                   "--set", f"checkpoint.runs_dir={tmp_path / 'runs'}"]  # fmt: skip
-        tasks.append(subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env=env))
-    ended = finish(tasks, timeout=300)
-    assert [code for code, _ in ended] == [0, 0], [err[-2000:] for _, err in ended]
-    run = tmp_path / "runs" / "tiny" / "slurm-777"
-    raw["checkpoint"]["runs_dir"] = str(tmp_path / "runs")
-    assert_same_run(run, twin(tmp_path, raw, write_config))
+
+    def srun() -> list[tuple[int, str]]:
+        tasks = []
+        for rank in range(2):
+            env = {**LAUNCH_ENV, "SLURM_JOB_ID": "777", "SLURM_NTASKS": "2",
+                   "SLURM_PROCID": str(rank), "SLURM_LOCALID": str(rank),
+                   "SLURM_JOB_NODELIST": "localhost", "MASTER_PORT": str(port)}  # fmt: skip
+            for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR"):
+                env.pop(name, None)
+            command = [sys.executable, "-m", "trainkit", "train", str(config), "-q",
+                       "--set", f"checkpoint.runs_dir={tmp_path / 'runs'}"]  # fmt: skip
+            tasks.append(subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env=env))
+        return finish(tasks, timeout=300)
+
+    stopped = srun()
+    assert stopped[0][0] == 128 + 10 and stopped[1][0] != 0, [e[-2000:] for _, e in stopped]
+    again = srun()
+    assert [code for code, _ in again] == [0, 0], [err[-2000:] for _, err in again]
+    assert "the command was run again" in again[0][1] and not again[1][1]  # rank 0 speaks
+    assert_same_run(tmp_path / "runs" / "tiny" / "slurm-777", twin)

@@ -62,6 +62,7 @@ def test_a_run_is_one_wandb_run_with_its_config_metrics_and_outcome(
     assert session.exit_code == 0 and not session.preempting
 
 
+@pytest.mark.slow  # seconds: two W&B sessions
 def test_a_stopped_and_resumed_run_stays_one_wandb_run(cli, write_config, tmp_path) -> None:
     """$WANDB_MODE=offline (set for all tests) chooses offline when the config does not."""
     raw = experiment(log_checkpoints="last")

@@ -253,7 +253,7 @@ def test_what_can_be_checked_without_the_data_is_checked_first(
     (tmp_path / "taken").mkdir()
     (tmp_path / "taken" / "mine.txt").write_text("mine")
     cases = {
-        "--run-dir taken": (["--run-dir", tmp_path / "taken"], "already exists"),
+        "--run-dir taken": (["--run-dir", tmp_path / "taken"], "holds no trainkit run"),
         "init_from missing": (["--set", "model.init_from=nope.pt"], "no such file"),
     }
     for options, expected in cases.values():

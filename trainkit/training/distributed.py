@@ -97,15 +97,22 @@ def launched_by_torchrun() -> bool:
     return "LOCAL_RANK" in os.environ and "WORLD_SIZE" in os.environ
 
 
+def adopt_launcher_environment() -> None:
+    """In a task of a multi-task srun (no torchrun), put the task's place into torch's
+    variables (RANK, WORLD_SIZE, ...), first thing: everything that asks whether this
+    process is rank 0 reads RANK."""
+    if not launched_by_torchrun() and slurm_tasks():
+        os.environ.update(torch_environment())
+
+
 def join(device_type: str, timeout_minutes: float = 10) -> World:
     """This process's place in the run: rank 0 of 1 unless torchrun (or a multi-task
     srun) started it. A rank that cannot reach the others within `timeout_minutes`,
     then or in any later exchange, fails (a launcher can then restart the job) instead
     of waiting for ever."""
+    adopt_launcher_environment()
     if not launched_by_torchrun():
-        if not slurm_tasks():
-            return World()
-        os.environ.update(torch_environment())
+        return World()
     world = World(
         rank=int(os.environ["RANK"]),
         size=int(os.environ["WORLD_SIZE"]),

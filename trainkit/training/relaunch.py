@@ -28,6 +28,7 @@ from trainkit.config.loading import dotted
 from trainkit.config.schema import Config, to_yaml
 from trainkit.errors import UserError
 from trainkit.training import checkpoint as ckpt
+from trainkit.training.distributed import adopt_launcher_environment
 from trainkit.training.metrics_log import read_records
 from trainkit.training.run import RunResult
 from trainkit.training.run_dir import CONFIG_FILE, session_status
@@ -99,6 +100,7 @@ def train_or_continue(
     from trainkit.training.resume import resume
     from trainkit.training.run import train
 
+    adopt_launcher_environment()  # an srun task knows its rank before anything else
     run_dir = run_dir or job_run_dir(config)
     found = "new" if run_dir is None else what_is_in(run_dir, config)
     if found == "unfinished":

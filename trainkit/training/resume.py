@@ -27,7 +27,11 @@ from trainkit.files import check_writable
 from trainkit.training import checkpoint as ckpt
 from trainkit.training.build import Experiment, build, seed_process
 from trainkit.training.checkpoint import Checkpoint
-from trainkit.training.distributed import World, lost_peers_fail_the_run
+from trainkit.training.distributed import (
+    World,
+    adopt_launcher_environment,
+    lost_peers_fail_the_run,
+)
 from trainkit.training.loop import TrainState
 from trainkit.training.metrics_log import METRICS_FILE, read_records
 from trainkit.training.run import RunResult, join_world, run_to_end, stopped_before_start
@@ -52,6 +56,7 @@ def resume(
     number of steps per epoch (the step count in the logs goes on from where it was).
     The run is locked against a second writer before anything in it changes.
     """
+    adopt_launcher_environment()  # an srun task knows its rank before it takes the lock
     if not path.exists():
         raise UserError(
             f"nothing to resume at {path}: no such file or folder. Pass a run directory "

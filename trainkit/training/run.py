@@ -24,7 +24,12 @@ from trainkit.models.factory import count_parameters
 from trainkit.training.build import Experiment, build, loop_settings, seed_process
 from trainkit.training.checkpoint import LAST, Checkpointer
 from trainkit.training.device import resolve_device
-from trainkit.training.distributed import World, join, lost_peers_fail_the_run
+from trainkit.training.distributed import (
+    World,
+    adopt_launcher_environment,
+    join,
+    lost_peers_fail_the_run,
+)
 from trainkit.training.loop import Outcome, TrainState, evaluate, fit
 from trainkit.training.metrics_log import MetricsLog
 from trainkit.training.run_dir import (
@@ -74,6 +79,7 @@ def train(
     a run directory exists. `keep`: `run_dir` holds a run that never wrote a checkpoint,
     which starts over there, keeping the entries named (see `training.relaunch`).
     """
+    adopt_launcher_environment()  # an srun task knows its rank before anything else
     where = run_dir or Path(config.checkpoint.runs_dir)
     check_writable(where, "--run-dir" if run_dir else "checkpoint.runs_dir", folder=True)
     if run_dir is not None and keep is None:
