@@ -29,7 +29,7 @@ MODELS = {
     ),
     "resnet34": ({"name": "resnet34"}, {"name": "cifar10", "root": "cifar"}, "cross_entropy"),
     "torchvision": (
-        {"name": "torchvision", "arch": "mobilenet_v3_small"},
+        {"name": "torchvision", "arch": "squeezenet1_1"},
         {"name": "image_folder", "root": "folder", "workers": 0},
         "cross_entropy",
     ),

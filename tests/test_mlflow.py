@@ -183,9 +183,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     _stop(process)
 
 
-# About 600 steps an epoch, a checkpoint every 50: a kill lands between checkpoints.
+# About 280 steps an epoch, a checkpoint every 50: a kill lands between checkpoints.
 LONG = tiny_experiment(
-    data={"n_train": 20000, "n_test": 200, "batch_size": 32},
+    data={"n_train": 10000, "n_test": 200, "batch_size": 32},
     optimizer={"name": "adam", "lr": 0.003},
     trainer={"epochs": 2},
     checkpoint={"every_steps": 50},
@@ -246,7 +246,7 @@ def test_a_server_that_goes_away_mid_run_gets_the_records_when_it_is_back(
     try:
         wait_for(process, lambda line: line.startswith("epoch 1/2  batch") and " step 60 " in line)
         _stop(server)  # gone for about an epoch
-        wait_for(process, lambda line: line.startswith("epoch 2/2  batch") and " step 700 " in line)
+        wait_for(process, lambda line: line.startswith("epoch 2/2  batch") and " step 400 " in line)
         process.send_signal(signal.SIGSTOP)  # however slowly the server starts, it is back
         server = _start_server(folder, port)  # before training ends
         process.send_signal(signal.SIGCONT)
