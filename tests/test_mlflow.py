@@ -21,6 +21,7 @@ from mlflow.tracking import MlflowClient
 
 from tests.helpers import NEVER, misbehaving_loss, tiny_experiment
 from tests.test_resume import start_training, wait_for
+from tests.wandb_files import sessions
 from trainkit.training.metrics_log import read_records
 
 
@@ -263,7 +264,10 @@ def test_a_server_that_goes_away_mid_run_gets_the_records_when_it_is_back(
 
 @pytest.mark.slow
 def test_a_sweeps_trials_nest_under_one_run_for_the_sweep(cli, write_config, tmp_path) -> None:
-    write_config(experiment(), name="experiment.yaml")
+    """And with W&B on too, they form one W&B group named after the sweep."""
+    raw = experiment()
+    raw["logging"]["wandb"] = {"mode": "offline"}
+    write_config(raw, name="experiment.yaml")
     sweep = {
         "name": "search", "base": "experiment.yaml", "metric": "val/accuracy", "trials": 2,
         "sampler": "grid", "space": {"optimizer.lr": {"choice": [0.05, 0.3]}},
@@ -281,4 +285,9 @@ def test_a_sweeps_trials_nest_under_one_run_for_the_sweep(cli, write_config, tmp
     )
     assert sorted(c.data.params["optimizer.lr"] for c in children) == ["0.05", "0.3"]
     assert all(c.info.status == "FINISHED" for c in children)
+    trials = sorted(path.parent for path in (tmp_path / "sweep").rglob("trial-*/tracking.json"))
+    runs = [sessions(t, json.loads((t / "tracking.json").read_text())["wandb"]["run_id"])[0]
+            for t in trials]  # fmt: skip
+    assert [r.run.run_group for r in runs] == ["search", "search"]
+    assert sorted(r.config["optimizer"]["lr"] for r in runs) == [0.05, 0.3]
     assert len(client.search_runs([parent.info.experiment_id])) == 3  # the sweep and 2 trials

@@ -104,18 +104,19 @@ def test_a_run_of_another_config_is_refused_naming_the_keys(cli, write_config, t
 
 
 @pytest.mark.slow  # seconds: a training process killed outright
-def test_a_run_killed_before_its_first_checkpoint_starts_over_in_the_same_tracker_run(
+def test_a_run_killed_before_its_first_checkpoint_starts_over_keeping_its_tracker_run(
     cli, write_config, tmp_path
 ) -> None:
-    raw = faulty(tmp_path, "sigkill", 20, logging={"wandb": {"mode": "offline"}})
+    raw = faulty(tmp_path, "sigkill", 20)
     config, run = write_config(raw), tmp_path / "run"
     assert train_in_a_process(config, run).returncode == -9
     assert not candidates(run) and (run / "config.yaml").is_file()
-    tracker_run = json.loads((run / "tracking.json").read_text())["wandb"]["run_id"]
+    opened = '{"wandb": {"run_id": "abc", "sent": 0}}'  # as a tracker that had started
+    (run / "tracking.json").write_text(opened)
+    (run / "wandb").mkdir()
     again = cli("train", config, "--run-dir", run, "-q")
     assert again.exit_code == 0, again.output
-    assert json.loads((run / "tracking.json").read_text())["wandb"]["run_id"] == tracker_run
-    raw["logging"] = tiny_experiment()["logging"]  # the twin untracked: the same training
+    assert (run / "tracking.json").read_text() == opened and (run / "wandb").is_dir()
     assert_same_run(run, twin_of(tmp_path, raw, cli, write_config))
 
 

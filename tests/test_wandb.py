@@ -183,23 +183,6 @@ def test_a_plot_of_an_untracked_run_uploads_nothing(cli, write_config, tmp_path)
     assert len(sessions(run, run_id(run))) == 1
 
 
-@pytest.mark.slow
-def test_a_sweeps_trials_are_one_wandb_group(cli, write_config, tmp_path) -> None:
-    write_config(experiment(), name="experiment.yaml")
-    sweep = {
-        "name": "search", "base": "experiment.yaml", "metric": "val/accuracy", "trials": 2,
-        "sampler": "grid", "space": {"optimizer.lr": {"choice": [0.05, 0.3]}},
-    }  # fmt: skip
-    (tmp_path / "sweep.yaml").write_text(json.dumps(sweep))
-    result = cli("sweep", tmp_path / "sweep.yaml", "--dir", tmp_path / "sweep", "-q")
-    assert result.exit_code == 0, result.output
-    trials = sorted(path.parent for path in (tmp_path / "sweep").rglob("tracking.json"))
-    assert len(trials) == 2
-    runs = [sessions(trial, run_id(trial))[0] for trial in trials]
-    assert [r.run.run_group for r in runs] == ["search", "search"]
-    assert sorted(r.config["optimizer"]["lr"] for r in runs) == [0.05, 0.3]
-
-
 def test_the_row_count_stops_at_a_torn_record_and_gives_up_on_a_stranger(tmp_path) -> None:
     """What a killed W&B process leaves: a file cut anywhere. The whole rows before the
     cut count; a file that is not W&B's makes the count unknown."""
