@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -195,6 +196,9 @@ def test_the_row_count_stops_at_a_torn_record_and_gives_up_on_a_stranger(tmp_pat
     for number in range(40):
         run.log({"x": float(number)}, step=number, commit=True)
     run.finish()
+    deadline = time.monotonic() + 60  # W&B's service may still be writing the file
+    while rows_on_disk(tmp_path, "torn1") != 40 and time.monotonic() < deadline:
+        time.sleep(0.2)
     assert rows_on_disk(tmp_path, "torn1") == 40
     (path,) = session_files(tmp_path, "torn1")
     data = path.read_bytes()
