@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from trainkit.console import warn
+from trainkit.errors import UserError
 from trainkit.files import atomic_write_bytes
 from trainkit.training.metrics_log import read_records
 
@@ -61,6 +62,17 @@ class Tracker(Protocol):
     def close(self, run_dir: Path, status: Status, *, discarded: bool) -> None:
         """Record how the session ended (and upload what was asked for at the end)."""
         ...
+
+
+def unusable(message: str, *, key: str, name: str, required: bool) -> bool:
+    """A tracker that cannot be used at the start: a UserError when it is required, else
+    one warning and False (the run trains without it)."""
+    if required:
+        raise UserError(
+            f"{message}; or set logging.{key}.required: false to train without it."
+        ) from None
+    warn(f"{message}; training goes on without {name} (required: false).")
+    return False
 
 
 def metrics_of(record: dict[str, Any]) -> dict[str, float]:

@@ -23,9 +23,8 @@ from typing import TYPE_CHECKING, Any
 
 from trainkit.config.loading import dotted
 from trainkit.config.schema import Config, MLflowConfig, to_dict
-from trainkit.console import warn
 from trainkit.errors import UserError, first_line
-from trainkit.tracking.feed import TrackerUnavailable, metrics_of
+from trainkit.tracking.feed import TrackerUnavailable, metrics_of, unusable
 from trainkit.tracking.run_facts import checkpoints, git_repository, run_facts
 from trainkit.training.run_dir import CONFIG_FILE
 
@@ -97,12 +96,7 @@ class MLflowTracker:
                 f"the MLflow tracking server at {self.uri} cannot be reached ({exc}). Start "
                 "it, or correct logging.mlflow.tracking_uri (or $MLFLOW_TRACKING_URI)"
             )
-            if self.settings.required:
-                raise UserError(
-                    message + "; or set logging.mlflow.required: false to train without it."
-                ) from None
-            warn(message + "; training goes on without MLflow (required: false).")
-            return False
+            return unusable(message, key="mlflow", name="MLflow", required=self.settings.required)
         finally:
             if previous is None:
                 del os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"]

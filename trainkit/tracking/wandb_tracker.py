@@ -25,9 +25,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from trainkit.config.schema import Config, WandbConfig, to_dict
-from trainkit.console import warn
-from trainkit.errors import UserError, first_line
-from trainkit.tracking.feed import TrackerUnavailable, metrics_of
+from trainkit.errors import first_line
+from trainkit.tracking.feed import TrackerUnavailable, metrics_of, unusable
 from trainkit.tracking.run_facts import checkpoints, git_repository, run_facts
 from trainkit.tracking.wandb_files import rows_on_disk
 from trainkit.training.run_dir import CONFIG_FILE
@@ -88,12 +87,7 @@ class WandbTracker:
                 "login` or $WANDB_API_KEY, correct $WANDB_BASE_URL, or track offline with "
                 "logging.wandb.mode: offline (then `wandb sync`)"
             )
-            if self.settings.required:
-                raise UserError(
-                    message + "; or set logging.wandb.required: false to train without it."
-                ) from None
-            warn(message + "; training goes on without W&B (required: false).")
-            return False
+            return unusable(message, key="wandb", name="W&B", required=self.settings.required)
         return True
 
     def open(self, run_dir: Path, stored: dict[str, Any] | None) -> dict[str, Any]:
