@@ -57,8 +57,8 @@ def misbehaving_loss(folder: Path, action: str, at_call: int, **extra: Any) -> d
 
 
 def assert_same_run(a: Path, b: Path) -> None:
-    """Two runs ended alike: weights, optimizer state, final metrics and metrics.jsonl
-    (without its wall-clock fields, which differ between any two runs)."""
+    """Two runs ended alike: weights (and their average), optimizer state, final metrics
+    and metrics.jsonl (without its wall-clock fields, which differ between any two runs)."""
     import torch
 
     from trainkit.training.checkpoint import read_payload
@@ -66,6 +66,9 @@ def assert_same_run(a: Path, b: Path) -> None:
     first, second = read_payload(a / "last.pt"), read_payload(b / "last.pt")
     for name, tensor in first["model"].items():
         assert torch.equal(tensor, second["model"][name]), name
+    assert ("ema" in first) == ("ema" in second)
+    for name, tensor in first.get("ema", {}).items():  # the weight average, trainer.ema
+        assert torch.equal(tensor, second["ema"][name]), name
     for key, state in first["optimizer"]["state"].items():
         for name, value in state.items():
             assert torch.equal(

@@ -96,6 +96,11 @@ MODEL_CASES = {
         {"name": "cifar10", "root": "cifar", "batch_size": 8},
         "cross_entropy",
     ),
+    "cifar_fast": (
+        {"name": "cifar_fast"},
+        {"name": "cifar10", "root": "cifar", "batch_size": 8},
+        "cross_entropy",
+    ),
     "torchvision": (
         {"name": "torchvision", "arch": "mobilenet_v3_small"},
         {"name": "image_folder", "root": "folder", "batch_size": 4, "workers": 0},

@@ -28,6 +28,11 @@ MODELS = {
         "cross_entropy",
     ),
     "resnet34": ({"name": "resnet34"}, {"name": "cifar10", "root": "cifar"}, "cross_entropy"),
+    "cifar_fast": (
+        {"name": "cifar_fast", "widths": [8, 8, 16, 16]},
+        {"name": "cifar10", "root": "cifar"},
+        "cross_entropy",
+    ),
     "torchvision": (
         {"name": "torchvision", "arch": "squeezenet1_1"},
         {"name": "image_folder", "root": "folder", "workers": 0},
@@ -43,7 +48,7 @@ def test_every_built_in_model_is_covered() -> None:
 
 
 # The large networks (and ONNX's seconds per model) belong to the full suite.
-SLOW_EXPORTS = {"resnet34", "torchvision", "convnet", "linear", "lenet", "logistic"}
+SLOW_EXPORTS = {"resnet34", "torchvision", "convnet", "linear", "lenet", "logistic", "cifar_fast"}
 
 
 @pytest.mark.parametrize(

@@ -47,7 +47,7 @@ def misbehaving(params, data):
             return value * float("nan")
         return value
 
-    return Objective(loss, lambda outputs: outputs.argmax(1))
+    return Objective(loss, lambda outputs: outputs.argmax(1), soft_targets=True)
 
 
 def _armed(params):

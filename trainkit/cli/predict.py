@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from trainkit.cli.app import CheckpointPath, command, stdout
+from trainkit.config.loading import CommandLine
+
+
+class TTA(str, Enum):
+    none = "none"
+    flip = "flip"
 
 
 @command()
@@ -41,6 +48,13 @@ def predict(
         bool, typer.Option("--skip-bad", help="Exit 0 even when some files could not be read.")
     ] = False,
     show: Annotated[int, typer.Option(min=0, help="Rows shown in the table.")] = 20,
+    tta: Annotated[
+        TTA | None,
+        typer.Option(
+            help="Test-time augmentation: flip averages each image with its mirror image; "
+            "default: the run's trainer.tta."
+        ),
+    ] = None,
 ) -> None:
     """Predict the class (or value) of new inputs with a trained model."""
     import os
@@ -54,7 +68,8 @@ def predict(
     from trainkit.inference.trained_model import load_trained_model
 
     check_output(out)
-    trained = load_trained_model(ckpt, device)
+    changes = CommandLine([f"trainer.tta={tta.value}"]) if tta is not None else None
+    trained = load_trained_model(ckpt, device, changes)
     files = collect(trained, inputs)
     if workers is None:
         workers = min(4, os.cpu_count() or 1) if trained.spec.image and len(files) > 64 else 0

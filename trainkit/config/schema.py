@@ -49,6 +49,17 @@ class EarlyStoppingConfig(Params):
     min_delta: float = Field(0.0, ge=0, description="Smallest change that counts as improvement.")
 
 
+class EMAConfig(Params):
+    decay: float = Field(
+        0.999,
+        gt=0,
+        lt=1,
+        description="Each optimizer step, average = decay x average + (1 - decay) x weights; "
+        "the average forgets with a half-life of about 0.69 / (1 - decay) steps (693 at "
+        "0.999), so a run should take several times that many steps.",
+    )
+
+
 class TrainerConfig(Params):
     epochs: int = Field(10, ge=1, description="Number of passes over the training split.")
     device: str = Field(
@@ -61,7 +72,24 @@ class TrainerConfig(Params):
         description="auto: bf16 autocast on CUDA where supported, else fp16 with a grad "
         "scaler; fp32 on CPU and MPS.",
     )
-    compile: bool = Field(False, description="Wrap the model in torch.compile.")
+    compile: bool | str = Field(
+        False,
+        description="Wrap the model in torch.compile: true (the inductor backend), or the name "
+        "of another torch.compile backend (aot_eager and eager compile fast, for checking "
+        "that a model compiles). All graphs are compiled in the first epoch; evaluation "
+        "batches are padded to eval_batch_size, so nothing recompiles after it.",
+    )
+    ema: EMAConfig | None = Field(
+        None,
+        description="Keep an exponential moving average of the weights (and of batch-norm "
+        "statistics) through torch.optim.swa_utils; validation, the test score, best.pt, "
+        "eval, predict and export then use the average. Checkpoints hold both. null: off.",
+    )
+    tta: Literal["none", "flip"] = Field(
+        "none",
+        description="Test-time augmentation: flip averages the outputs for each image and its "
+        "horizontal mirror in validation, the test score, eval and predict (images only).",
+    )
     channels_last: bool | Literal["auto"] = Field(
         "auto", description="channels_last memory format; auto: for conv nets on CUDA and CPU."
     )

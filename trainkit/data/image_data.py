@@ -27,9 +27,10 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, model_validator
 
-from trainkit.config.registry import DatasetParams
 from trainkit.console import print_status, progress, warn
 from trainkit.data.images import Images
+from trainkit.data.mixing import MixParams
+from trainkit.data.policies import POLICIES, SamplePolicy
 from trainkit.errors import UserError, first_line
 from trainkit.files import UNREADABLE_TORCH_FILE, atomic_write
 
@@ -46,7 +47,7 @@ STATS_SAMPLE = 2000  # training images the mean and std are computed from, when 
 CACHE_VERSION = "v4"
 
 
-class ImageParams(DatasetParams):
+class ImageParams(MixParams):
     """The options every image dataset shares."""
 
     image_size: int | None = Field(
@@ -72,12 +73,19 @@ class ImageParams(DatasetParams):
     std: list[float] | None = Field(
         None, description="Per-channel standard deviation; null: like mean."
     )
-    augment: bool | Literal["crop_flip", "random_resized_crop"] = Field(
+    augment: (
+        bool
+        | Literal[
+            "crop_flip", "random_resized_crop", "randaugment", "trivialaugment", "autoaugment"
+        ]
+    ) = Field(
         False,
         description="Training augmentation. crop_flip (or true): a random crop of the image "
         "padded by 4 pixels, and flips, batch-wise on the device (for small images); "
         "random_resized_crop: ImageNet's random area and aspect ratio, resized, and flips, "
-        "per image from its full resolution (streaming only).",
+        "per image from its full resolution (streaming only); randaugment, trivialaugment, "
+        "autoaugment: torchvision's policy of that name on each image (drawn from seed, "
+        "epoch and image), then crop_flip.",
     )
     in_memory: bool | Literal["auto"] = Field(
         "auto",
@@ -315,13 +323,17 @@ def image_dataset(
     check_channels(params, channels)
     in_memory, source = _choose_path(params, len(train) + len(test), channels, size)
     info = DataInfo((channels, *size), len(classes), classes)
-    batchwise = PadCrop() if params.augment in (True, "crop_flip") else False
+    batchwise = PadCrop() if params.augment in (True, "crop_flip", *POLICIES) else False
+    policy = SamplePolicy(params.augment, seed) if params.augment in POLICIES else None
     given = {"mean": params.mean, "std": params.std} if params.mean and params.std else None
     if in_memory:
         decoded = _load_or_decode(train, test, params, channels, size, cache and cache())
         full = Split(decoded["train_inputs"], decoded["train_targets"])
         stats = given or _channel_stats(full.inputs[stats_sample(len(full))])
         fit, val = hold_out(full, params.val_fraction, seed)
+        fit_ids, _ = hold_out(
+            Split(torch.arange(len(full)), full.targets), params.val_fraction, seed
+        )
         return InMemoryDataset(
             train=fit,
             val=val,
@@ -332,6 +344,8 @@ def image_dataset(
             augment=batchwise,
             resize=params.resize,
             source=source,
+            policy=policy,
+            train_ids=fit_ids.inputs,
         )
     if given is None:
         picked = stats_sample(len(train))
@@ -356,6 +370,7 @@ def image_dataset(
         resize=params.resize,
         augment=batchwise,
         crop=ResizedCrop() if params.augment == "random_resized_crop" else None,
+        policy=policy,
         workers=params.worker_count(),
         skip_bad=params.skip_bad,
         seed=seed,

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from torch import Tensor
 
     from trainkit.data.batching import BatchOptions, BatchPlan, BatchTransform, PadCrop
+    from trainkit.data.policies import SamplePolicy
     from trainkit.data.table_format import TableFormat
 
 
@@ -65,6 +66,10 @@ class InMemoryDataset:
     resize: int | None = None  # images were resized to this shorter side, then centre-cropped
     source: str = "in memory"  # how the first line of a run describes the data
     table: TableFormat | None = None  # rows of a table: how they were prepared
+    policy: SamplePolicy | None = None  # per-image augmentation of training batches
+    # Each training sample's index among its source's training images, which per-image
+    # augmentation is drawn by (as on the streaming path); None: its position.
+    train_ids: Tensor | None = None
 
     def split(self, name: str) -> Split:
         return {"train": self.train, "val": self.val, "test": self.test}[name]
@@ -76,7 +81,10 @@ class InMemoryDataset:
         if split != "train":
             chosen = chosen.shard(options.rank, options.world_size)
         plan = options.plan(split, len(chosen), chosen.targets)
-        return DeviceBatches(chosen.to(options.device), plan, options.transform)
+        batches = DeviceBatches(chosen.to(options.device), plan, options.transform)
+        if split == "train" and self.policy is not None:
+            batches.policy, batches.ids = self.policy, self.train_ids
+        return batches
 
     def describe(self) -> str:
         return self.source
@@ -137,6 +145,8 @@ class DeviceBatches:
         self.plan = plan
         self.transform = transform
         self.global_batch_size = plan.global_batch_size
+        self.policy: SamplePolicy | None = None  # per-image augmentation (training batches)
+        self.ids: Tensor | None = None  # what the policy's draws are keyed by; None: positions
 
     def __len__(self) -> int:
         return len(self.plan)
@@ -152,4 +162,11 @@ class DeviceBatches:
         for b in range(start, len(self.plan)):
             index = self.plan.positions(order, b)
             inputs, targets = self.split.inputs[index], self.split.targets[index]
+            if self.policy is not None:
+                inputs = self.policy.batch(inputs, epoch, self._sample_ids(index))
             yield self.transform(inputs, self.plan.shuffle), targets
+
+    def _sample_ids(self, index: Tensor | slice) -> list[int]:
+        positions = torch.arange(len(self.split))[index] if isinstance(index, slice) else index
+        positions = positions.cpu()
+        return (self.ids[positions] if self.ids is not None else positions).tolist()

@@ -27,6 +27,7 @@ from trainkit.console import warn
 from trainkit.data.batching import BatchOptions, BatchPlan, BatchTransform, PadCrop
 from trainkit.data.dataset import DataInfo
 from trainkit.data.images import ImageSource, UnreadableImage, fit_image, resized, stack
+from trainkit.data.policies import SamplePolicy
 from trainkit.errors import UserError
 
 
@@ -98,6 +99,7 @@ class Samples:
     crop: ResizedCrop | None = None  # per-sample training augmentation, or none
     seed: int = 0
     skip_bad: bool = False
+    policy: SamplePolicy | None = None  # per-image augmentation policy, or none
 
     def __len__(self) -> int:
         return len(self.files)
@@ -121,7 +123,11 @@ class Samples:
 
     def _read(self, file: int, epoch: int, sample: int) -> Tensor:
         image = self.files.source.decode(file, self.channels)
-        if self.crop is None or epoch < 0:
+        if epoch < 0:  # evaluation
+            return fit_image(image, self.size, self.resize)
+        if self.policy is not None:
+            return self.policy.image(fit_image(image, self.size, self.resize), epoch, sample)
+        if self.crop is None:
             return fit_image(image, self.size, self.resize)
         generator = sample_generator(self.seed, epoch, sample)
         top, left, h, w = crop_box(image.shape[1], image.shape[2], self.crop, generator)
@@ -238,6 +244,7 @@ class StreamingDataset:
     resize: int | None
     augment: bool | PadCrop = False  # batch-wise, on the device
     crop: ResizedCrop | None = None  # per sample, in the workers
+    policy: SamplePolicy | None = None  # per image, in the workers
     workers: int = 0
     skip_bad: bool = False
     seed: int = 0
@@ -260,6 +267,7 @@ class StreamingDataset:
             crop=self.crop if train else None,
             seed=self.seed,
             skip_bad=self.skip_bad,
+            policy=self.policy if train else None,
         )
         plan = options.plan(split, len(indices), files.targets[indices])
         return StreamingBatches(

@@ -8,11 +8,12 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field
 
-from trainkit.config.registry import DatasetParams, register_dataset
+from trainkit.config.registry import register_dataset
+from trainkit.data.mixing import MixParams
 from trainkit.errors import UserError
 from trainkit.files import FileLock
 
@@ -23,7 +24,7 @@ MNIST_MEAN, MNIST_STD = (0.1307,), (0.3081,)
 CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 
 
-class TorchvisionDatasetParams(DatasetParams):
+class TorchvisionDatasetParams(MixParams):
     root: str = Field("data", description="Folder torchvision reads (and downloads) into.")
     download: bool = Field(False, description="Download the files if they are missing.")
     standardize: bool = Field(
@@ -55,7 +56,12 @@ class MNISTParams(TorchvisionDatasetParams):
 
 
 class CIFAR10Params(TorchvisionDatasetParams):
-    augment: bool = Field(True, description="Random crop of a 4-pixel padded image, and flips.")
+    augment: bool | Literal["crop_flip", "randaugment", "trivialaugment", "autoaugment"] = Field(
+        True,
+        description="true or crop_flip: a random crop of the image padded by 4 pixels, and "
+        "flips; randaugment, trivialaugment, autoaugment: torchvision's policy of that name on "
+        "each image (drawn from seed, epoch and image), then crop_flip; false: none.",
+    )
 
 
 def open_split(cls: Any, root: str, download: bool, **split: Any) -> Any:
@@ -158,6 +164,7 @@ def cifar10(params: CIFAR10Params, seed: int) -> InMemoryDataset:
 
     from trainkit.data.dataset import DataInfo
     from trainkit.data.memory import InMemoryDataset, Split, hold_out
+    from trainkit.data.policies import POLICIES, SamplePolicy
 
     def as_split(ds: Any) -> Split:
         images = torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous()
@@ -166,12 +173,18 @@ def cifar10(params: CIFAR10Params, seed: int) -> InMemoryDataset:
     train, test = (
         open_split(CIFAR10, params.root, params.download, train=t) for t in (True, False)
     )
-    fit, val = hold_out(as_split(train), params.val_fraction, seed)
+    full = as_split(train)
+    fit, val = hold_out(full, params.val_fraction, seed)
+    positions = torch.arange(len(full))
+    fit_ids, _ = hold_out(Split(positions, positions), params.val_fraction, seed)
+    policy = params.augment in POLICIES
     return InMemoryDataset(
         train=fit,
         val=val,
         test=as_split(test),
         info=DataInfo((3, 32, 32), 10, tuple(train.classes)),
         **params.pixel_stats(CIFAR10_MEAN, CIFAR10_STD),
-        augment=params.augment,
+        augment=bool(params.augment),
+        policy=SamplePolicy(str(params.augment), seed) if policy else None,
+        train_ids=fit_ids.inputs,
     )

@@ -36,9 +36,11 @@ def evaluate_checkpoint(
     """Loss and accuracy (overall and per class) of a checkpoint on one split."""
     checkpoint = Checkpoint.for_use(path)
     with torch.random.fork_rng(devices=[]):  # building draws weights the checkpoint replaces
-        experiment = build(checkpoint.config(command_line), stored=checkpoint.spec())
+        experiment = build(
+            checkpoint.config(command_line), stored=checkpoint.spec(), scoring_only=True
+        )
     parts = experiment.parts
-    checkpoint.load_weights(parts.model)
+    checkpoint.load_weights(parts.model, for_use=True)
     result = evaluate(parts, experiment.split_batches(split), experiment.info.num_classes)
     return {
         "split": split,

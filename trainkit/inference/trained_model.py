@@ -22,6 +22,7 @@ from trainkit.data.batching import BatchTransform
 from trainkit.losses.objective import Objective
 from trainkit.models.factory import build_model
 from trainkit.models.inference_spec import InferenceSpec, model_spec
+from trainkit.models.test_time import with_tta
 from trainkit.training.checkpoint import Checkpoint
 from trainkit.training.device import (
     Precision,
@@ -47,9 +48,11 @@ class TrainedModel:
     step: int
 
     def __call__(self, inputs: Tensor) -> Tensor:
-        """Model outputs (logits or regression values) for prepared inputs, in float32."""
+        """Model outputs (logits or regression values) for prepared inputs, in float32,
+        averaged over the views of trainer.tta."""
+        scorer = with_tta(self.model, self.config.trainer.tta)
         with torch.no_grad(), self.precision.autocast(self.device):
-            return self.model(self.transform(inputs.to(self.device), train=False)).float()
+            return scorer(self.transform(inputs.to(self.device), train=False)).float()
 
 
 def load_trained_model(
@@ -69,7 +72,7 @@ def load_trained_model(
     chosen = resolve_device(device)
     with torch.random.fork_rng(devices=[]):  # fresh weights, replaced by the checkpoint's
         model = build_model(config.model, spec, from_checkpoint=True)
-    checkpoint.load_weights(model)
+    checkpoint.load_weights(model, for_use=True)
     channels_last = wants_channels_last(config.trainer.channels_last, chosen, model)
     model = model.to(chosen, memory_format=torch.channels_last if channels_last else None)
     model.eval()

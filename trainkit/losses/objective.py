@@ -22,9 +22,12 @@ class Objective:
 
     `probabilities` turns outputs into per-class probabilities where the loss defines
     them (softmax for cross-entropy, sigmoid for BCE); without it, `trainkit predict`
-    ranks classes by the raw outputs and calls them scores.
+    ranks classes by the raw outputs and calls them scores. `soft_targets`: the loss also
+    takes targets given as class probabilities (batch, classes), which mixup and cutmix
+    train with.
     """
 
     loss: Callable[[Tensor, Tensor], Tensor]
     classify: Callable[[Tensor], Tensor] | None = None  # outputs to class indices; None: regression
     probabilities: Callable[[Tensor], Tensor] | None = None
+    soft_targets: bool = False

@@ -100,7 +100,7 @@ def cross_entropy(params: CrossEntropyParams, data: DataInfo) -> Objective:
             outputs, targets, weight=weight, label_smoothing=params.label_smoothing
         )
 
-    return Objective(loss, _argmax, lambda outputs: outputs.softmax(dim=1))
+    return Objective(loss, _argmax, lambda outputs: outputs.softmax(dim=1), soft_targets=True)
 
 
 class MSEParams(LossParams):

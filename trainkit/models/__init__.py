@@ -6,6 +6,6 @@ regression values). `factory.build_model` is how every command builds one;
 `inference_spec` is what a trained model takes and gives.
 """
 
-from trainkit.models import convnet, lenet, mlp, regression, resnet, torchvision_zoo
+from trainkit.models import cifar_fast, convnet, lenet, mlp, regression, resnet, torchvision_zoo
 
-__all__ = ["convnet", "lenet", "mlp", "regression", "resnet", "torchvision_zoo"]
+__all__ = ["cifar_fast", "convnet", "lenet", "mlp", "regression", "resnet", "torchvision_zoo"]

@@ -21,12 +21,15 @@ from trainkit.config.registry import DATASETS, LOSSES, OPTIMIZERS, SCHEDULERS
 from trainkit.config.schema import Config
 from trainkit.data.batching import BatchOptions, BatchTransform, augmentation
 from trainkit.data.dataset import Batches, DataInfo, Dataset
+from trainkit.data.mixing import batch_mixer
 from trainkit.data.table import TableDataset
 from trainkit.errors import UserError, first_line
 from trainkit.losses.objective import Objective
 from trainkit.models.factory import build_model
 from trainkit.models.inference_spec import InferenceSpec, model_spec
+from trainkit.models.test_time import with_tta
 from trainkit.optim.optimizers import parameter_groups
+from trainkit.training.compiling import check_backend, compile_network
 from trainkit.training.device import (
     resolve_device,
     resolve_precision,
@@ -34,6 +37,7 @@ from trainkit.training.device import (
     wants_channels_last,
 )
 from trainkit.training.distributed import World
+from trainkit.training.ema import weight_average
 from trainkit.training.loop import LoopSettings, Parts
 
 
@@ -68,7 +72,11 @@ def seed_process(config: Config) -> None:
 
 
 def build(
-    config: Config, world: World | None = None, stored: InferenceSpec | None = None
+    config: Config,
+    world: World | None = None,
+    stored: InferenceSpec | None = None,
+    *,
+    scoring_only: bool = False,
 ) -> Experiment:
     """Data, model, loss, optimizer and schedule for `config`, on the chosen device.
 
@@ -76,6 +84,8 @@ def build(
     its share of every batch, and trains the model inside DistributedDataParallel.
     `stored` is the spec of a checkpoint being resumed or scored: its normalization is
     the one the model learned with, even if the images have changed since.
+    `scoring_only`: the model will be given the weights to score (`eval`), so no weight
+    average is kept beside it.
     """
     world = world or World()
     trainer = config.trainer
@@ -83,6 +93,7 @@ def build(
     if world.distributed and device.type == "cuda":
         device = torch.device("cuda", world.local_rank)
     precision = resolve_precision(trainer.precision, device)
+    check_backend(trainer.compile)
 
     data = DATASETS.build(config.data, config.seed)
     info = data.info
@@ -99,10 +110,18 @@ def build(
         if isinstance(data, TableDataset) and stored.table and stored.table != spec.table:
             data = data.with_format(stored.table)  # the rows as the model learned them
         spec = stored
+    if trainer.tta != "none" and len(spec.input_shape) != 3:
+        raise UserError(
+            f"trainer.tta={trainer.tta} mirrors images, but {config.data.name} gives inputs of "
+            f"shape {spec.input_shape}, not images: set trainer.tta: none."
+        )
     model = build_model(config.model, spec, from_checkpoint=stored is not None)
     channels_last = wants_channels_last(trainer.channels_last, device, model)
     model = model.to(device, memory_format=torch.channels_last if channels_last else None)
     objective = LOSSES.build(config.loss, spec.data_info())
+    mixer = batch_mixer(config.data, info.num_classes, config.seed, world.rank)
+    if mixer is not None:
+        _check_mixing(config, spec, objective)
 
     # Each rank augments with its own generator; rank 0's is the single-process one.
     augment_seed = config.seed + 1 + 1_000_003 * world.rank
@@ -137,13 +156,21 @@ def build(
         else None
     )
     scaler = torch.amp.GradScaler(device.type) if precision.needs_scaler else None
-    eval_model = torch.compile(model) if trainer.compile else model
-    train_model = eval_model
+    ema = None
+    if trainer.ema is not None and not scoring_only:
+        ema = weight_average(model, trainer.ema.decay)
+    eval_batch_size = config.data.eval_batch_size or config.data.batch_size
+    train_model = compile_network(model, trainer.compile, eval_batch_size)
+    if ema is None:
+        scored = train_model
+    else:
+        scored = compile_network(ema.module, trainer.compile, eval_batch_size)
+    eval_model = with_tta(scored, trainer.tta)
     if world.distributed:
         from torch.nn.parallel import DistributedDataParallel
 
         train_model = DistributedDataParallel(
-            eval_model, device_ids=[device.index] if device.type == "cuda" else None
+            train_model, device_ids=[device.index] if device.type == "cuda" else None
         )
     parts = Parts(
         model=model,
@@ -158,8 +185,27 @@ def build(
         device=device,
         precision=precision,
         world=world,
+        ema=ema,
+        mixer=mixer,
     )
     return Experiment(config, data, parts, spec)
+
+
+def _check_mixing(config: Config, spec: InferenceSpec, objective: Objective) -> None:
+    """mixup and cutmix blend images and their class labels: they need both, and a loss
+    that takes the blended labels."""
+    problem = None
+    if len(spec.input_shape) != 3:
+        problem = (
+            f"they blend images, and {config.data.name} gives inputs of shape {spec.input_shape}"
+        )
+    elif not objective.soft_targets:
+        problem = (
+            f"they train on blended labels (class probabilities), which loss "
+            f"{config.loss.name} does not take; use loss cross_entropy"
+        )
+    if problem:
+        raise UserError(f"data.mixup and data.cutmix: {problem}. Set both to 0, or change that.")
 
 
 def _class_counts(data: Dataset) -> tuple[int, ...]:

@@ -277,9 +277,14 @@ class Checkpoint:
         stored = self.payload.get("inputs")
         return InferenceSpec.from_dict(stored) if stored is not None else None
 
-    def load_weights(self, model: nn.Module) -> None:
+    def load_weights(self, model: nn.Module, *, for_use: bool = False) -> None:
+        """The trained weights into `model`; `for_use`: their average where the run kept
+        one (trainer.ema), which is what the run scored."""
+        from trainkit.training.ema import averaged_weights
+
+        weights = averaged_weights(self.payload) if for_use else None
         try:
-            model.load_state_dict(self.payload["model"])
+            model.load_state_dict(weights if weights is not None else self.payload["model"])
         except RuntimeError as exc:
             raise UserError(
                 f"the model weights in {self.path} do not fit the model this config builds "

@@ -26,25 +26,31 @@ from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
+from torch.optim.swa_utils import AveragedModel
 
 from trainkit.console import Reporter
 from trainkit.data.dataset import Batches
+from trainkit.data.mixing import BatchMixer
 from trainkit.errors import RunFailed
 from trainkit.losses.objective import Objective
 from trainkit.training.checkpoint import Checkpointer, capture_rng
 from trainkit.training.device import Precision
 from trainkit.training.distributed import World
+from trainkit.training.ema import EMA_KEY
 from trainkit.training.metrics_log import MetricsLog
 
 
 @dataclass
 class Parts:
     """Everything a run trains and evaluates with. One network goes by three names, one
-    per role: with torch.compile off and a single process, all three are the same."""
+    per role: with torch.compile, trainer.ema and trainer.tta off and a single process,
+    all three are the same."""
 
     model: nn.Module  # the network itself: its state_dict is what checkpoints hold
-    eval_model: nn.Module  # what evaluation runs: `model`, or its torch.compile wrapper
-    train_model: nn.Module  # what training runs: `eval_model`, inside DDP with several ranks
+    # What evaluation runs: `model` or its weight average (`ema`), each maybe compiled,
+    # maybe averaged over flipped images (trainer.tta).
+    eval_model: nn.Module
+    train_model: nn.Module  # what training runs: `model` (compiled), inside DDP with several ranks
     objective: Objective
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler | None
@@ -54,6 +60,13 @@ class Parts:
     device: torch.device
     precision: Precision
     world: World = field(default_factory=World)
+    ema: AveragedModel | None = None  # the weight average (trainer.ema), updated every step
+    mixer: BatchMixer | None = None  # mixup/cutmix of training batches (soft targets)
+
+    @property
+    def scored_network(self) -> nn.Module:
+        """The network whose weights evaluation scores: the average, or `model`."""
+        return self.ema.module if self.ema is not None else self.model
 
 
 @dataclass(frozen=True)
@@ -113,7 +126,7 @@ def evaluate(parts: Parts, batches: Batches, num_classes: int | None = None) -> 
     added, so every rank must call this together.
     """
     model, objective = parts.eval_model, parts.objective
-    parts.world.broadcast_buffers(parts.model)
+    parts.world.broadcast_buffers(parts.scored_network)
     was_training = model.training
     model.eval()
     dtype = torch.float32 if parts.device.type == "mps" else torch.float64
@@ -189,6 +202,10 @@ def fit(
         for index, (inputs, targets) in enumerate(
             parts.train.epoch(epoch, state.batch), state.batch
         ):
+            labels = targets
+            if parts.mixer is not None:  # targets become class probabilities
+                inputs, targets = parts.mixer(inputs, targets, epoch, index)
+                labels = targets.argmax(dim=1)  # the class with the larger share
             # Accumulation groups are fixed by position in the epoch, so a resume
             # (which only happens between optimizer steps) lines up with them.
             group_start = index - index % accumulate
@@ -206,7 +223,7 @@ def fit(
             with torch.no_grad():
                 loss_total.add_(loss.detach(), alpha=len(targets))
                 if classification:
-                    correct_total.add_((objective.classify(outputs) == targets).sum())
+                    correct_total.add_((objective.classify(outputs) == labels).sum())
             state.seen += len(targets)
             state.batch = index + 1
             reporter.advance()
@@ -225,6 +242,8 @@ def fit(
             optimizer.zero_grad(set_to_none=True)
             if parts.scheduler is not None:
                 parts.scheduler.step()
+            if parts.ema is not None:
+                parts.ema.update_parameters(parts.model)
             state.step += 1
 
             if state.step % settings.log_every_steps == 0:
@@ -349,6 +368,8 @@ def _save_all_ranks(
         "rng": capture_rng(),
         "metrics": metrics,
     }
+    if parts.ema is not None:
+        payload[EMA_KEY] = parts.ema.state_dict()
     checkpointer.save(payload, finished_epoch=finished_epoch, best=best)
 
 

@@ -32,7 +32,8 @@ from trainkit.training.distributed import (
     adopt_launcher_environment,
     lost_peers_fail_the_run,
 )
-from trainkit.training.loop import TrainState
+from trainkit.training.ema import EMA_KEY
+from trainkit.training.loop import Parts, TrainState
 from trainkit.training.metrics_log import METRICS_FILE, read_records
 from trainkit.training.run import RunResult, join_world, run_to_end, stopped_before_start
 from trainkit.training.run_dir import CONFIG_FILE, RunLock, write_config
@@ -203,6 +204,7 @@ def _restore(experiment: Experiment, found: Checkpoint) -> TrainState:
         state.sums.zero_()
         state.seen = 0
     found.load_weights(parts.model)
+    _restore_average(parts, payload)
     if parts.scaler is not None and payload["scaler"] is not None:
         parts.scaler.load_state_dict(payload["scaler"])
     stored_world = payload.get("world_size", 1)
@@ -260,6 +262,21 @@ def _check_optimizer_fits(experiment: Experiment, found: Checkpoint) -> None:
 
 def _new_run(path: Path) -> str:
     return f"start a new run from these weights with --set model.init_from={path}."
+
+
+def _restore_average(parts: Parts, payload: dict) -> None:
+    """The weight average as the checkpoint has it; one turned on at this resume starts
+    from the weights now (its first update copies them)."""
+    if parts.ema is None:
+        return
+    stored = payload.get(EMA_KEY)
+    if stored is None:
+        warn(
+            "trainer.ema is on, but this run kept no weight average until now: the average "
+            "starts from the weights of this checkpoint."
+        )
+        return
+    parts.ema.load_state_dict(stored)
 
 
 def _restore_augmentation(experiment: Experiment, saved: dict) -> None:

@@ -4,6 +4,8 @@ Fine-tuning takes a network trained on one task (a trainkit run, torchvision's I
 weights, a state_dict from elsewhere), keeps what still fits and trains the rest. What
 fits is decided by name and shape alone, and both lists are reported, so a head that was
 silently left random (or a backbone that silently failed to load) cannot go unnoticed.
+A trainkit run that kept a weight average (trainer.ema) lends the average, the weights
+it was scored with.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from torch import Tensor, nn
 
 from trainkit.errors import UserError, first_line
 from trainkit.files import UNREADABLE_TORCH_FILE
+from trainkit.training.ema import averaged_weights
 
 
 @dataclass
@@ -63,6 +66,9 @@ def read_state_dict(path: Path) -> dict[str, Tensor]:
             f"model.init_from: {path} cannot be read as weights ({first_line(exc)}). It must be a "
             "trainkit checkpoint, a .safetensors file or a state_dict saved with torch.save."
         ) from None
+    averaged = averaged_weights(payload) if isinstance(payload, dict) else None
+    if averaged is not None:  # a trainkit run with trainer.ema: the weights it scored with
+        payload = averaged
     for key in ("model", "state_dict"):  # a trainkit (or Lightning) checkpoint
         if isinstance(payload, dict) and isinstance(payload.get(key), dict):
             payload = payload[key]
