@@ -27,7 +27,7 @@ pytestmark = [pytest.mark.distributed, pytest.mark.slow]
 EXPERIMENT = tiny_experiment(
     data={"n_train": 400, "batch_size": 12},
     scheduler={"name": "onecycle"},
-    trainer={"epochs": 2, "accumulate_steps": 2},
+    trainer={"epochs": 2, "accumulate_steps": 2, "ema": {"decay": 0.8}},  # scored: the average
     logging={"log_every_steps": 5, "tensorboard": False},
 )
 
@@ -41,7 +41,9 @@ def trainkit(*args: Any, check: bool = True) -> subprocess.CompletedProcess[str]
 
 
 def weights(run: Path) -> dict[str, torch.Tensor]:
-    return read_payload(run / "last.pt")["model"]
+    """The trained weights, and the weight average as `ema.*`."""
+    payload = read_payload(run / "last.pt")
+    return {**payload["model"], **{f"ema.{k}": v for k, v in payload.get("ema", {}).items()}}
 
 
 def records(run: Path) -> list[dict[str, Any]]:

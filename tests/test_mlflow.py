@@ -174,14 +174,31 @@ def _stop(server: subprocess.Popen[bytes]) -> None:
     server.wait(timeout=30)
 
 
+class Server:
+    """A real MLflow tracking server on a free localhost port, with a SQLite store; a test
+    may stop it and start it again on the same port and store."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder, self.port = folder, _free_port()
+        self.uri = f"http://127.0.0.1:{self.port}"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.process = _start_server(self.folder, self.port)
+
+    def stop(self) -> None:
+        if self.process is not None:
+            _stop(self.process)
+            self.process = None
+
+
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A real MLflow tracking server on a free localhost port, with a SQLite store."""
-    folder = tmp_path_factory.mktemp("mlflow-server")
-    port = _free_port()
-    process = _start_server(folder, port)
-    yield f"http://127.0.0.1:{port}"
-    _stop(process)
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """One server for the module's tests (each starting one takes seconds)."""
+    running = Server(tmp_path_factory.mktemp("mlflow-server"))
+    running.start()
+    yield running
+    running.stop()
 
 
 # About 280 steps an epoch, a checkpoint every 50: a kill lands between checkpoints.
@@ -196,12 +213,17 @@ LONG = tiny_experiment(
 
 @pytest.mark.slow
 def test_a_killed_and_resumed_run_matches_its_twin_on_a_server(
-    server: str, write_config, tmp_path: Path
+    server: Server, write_config, tmp_path: Path
 ) -> None:
+    """The run is tracked by MLflow and by W&B (offline) at once, and each tracker ends up
+    with what the uninterrupted twin's has. W&B writes its offline file every second or
+    so: the resume counts the rows on disk, and sends again what the killed session's W&B
+    process had not written."""
+
     def config(name: str) -> Path:
         return write_config(
-            {**LONG, "logging": {**LONG["logging"], "mlflow": {"tracking_uri": server,
-             "experiment": name}}},
+            {**LONG, "logging": {**LONG["logging"], "mlflow": {"tracking_uri": server.uri,
+             "experiment": name}, "wandb": {"mode": "offline"}}},
             name=f"{name}.yaml",
         )  # fmt: skip
 
@@ -233,33 +255,45 @@ def test_a_killed_and_resumed_run_matches_its_twin_on_a_server(
     experiment_id = client.get_run(run_id).info.experiment_id
     assert len(client.search_runs([experiment_id])) == 1
 
+    from tests.test_wandb import jsonl_rows, untimed
+    from tests.test_wandb import run_id as wandb_run_id
+    from tests.wandb_files import history as wandb_history
+    from tests.wandb_files import sessions
+
+    killed = tmp_path / "killed"
+    first, second = sessions(killed, wandb_run_id(killed))
+    assert all(row["step"] <= 100 for row in first.rows)  # checkpointed only, if written
+    rows = wandb_history(killed, wandb_run_id(killed))
+    assert rows == jsonl_rows(killed)
+    assert [row["_step"] for row in rows] == list(range(len(rows)))  # one history, no gaps
+    twin_rows = wandb_history(tmp_path / "twin", wandb_run_id(tmp_path / "twin"))
+    assert untimed(rows) == untimed(twin_rows)
+    assert second.exit_code == 0
+
 
 @pytest.mark.slow
 def test_a_server_that_goes_away_mid_run_gets_the_records_when_it_is_back(
-    write_config, tmp_path: Path
+    server: Server, write_config, tmp_path: Path
 ) -> None:
-    folder, port = tmp_path / "server", _free_port()
-    folder.mkdir()
-    server = _start_server(folder, port)
-    uri = f"http://127.0.0.1:{port}"
-    raw = {**LONG, "logging": {**LONG["logging"], "mlflow": {"tracking_uri": uri}}}
+    raw = {**LONG, "logging": {**LONG["logging"], "mlflow": {"tracking_uri": server.uri}}}
     process = start_training(write_config(raw), tmp_path / "run")
     try:
         wait_for(process, lambda line: line.startswith("epoch 1/2  batch") and " step 60 " in line)
-        _stop(server)  # gone for about an epoch
+        server.stop()  # gone for about an epoch
         wait_for(process, lambda line: line.startswith("epoch 2/2  batch") and " step 400 " in line)
         process.send_signal(signal.SIGSTOP)  # however slowly the server starts, it is back
-        server = _start_server(folder, port)  # before training ends
+        server.start()  # before training ends
         process.send_signal(signal.SIGCONT)
         _, err = process.communicate(timeout=600)
     finally:
         process.kill()
+        if server.process is None:  # the test failed while it was gone
+            server.start()
     assert process.returncode == 0, err
     assert "cannot be reached" in err and "is back: " in err  # the records went after all
     client, run_id = tracked(tmp_path / "run")
     assert history(client, run_id) == jsonl_history(tmp_path / "run"), err
     assert client.get_run(run_id).info.status == "FINISHED"
-    _stop(server)
 
 
 @pytest.mark.slow

@@ -102,6 +102,12 @@ def test_a_run_scores_and_serves_the_average(folder: Path, cli, tmp_path: Path) 
     plain = evaluate(experiment_.parts, experiment_.split_batches("test"))
     assert plain["loss"] == pytest.approx(result.metrics["test/loss"], 1e-6)
 
+    # predict and export load the model the same way: with the average.
+    from trainkit.inference.trained_model import load_trained_model
+
+    served = load_trained_model(tmp_path / "run" / "last.pt").model.state_dict()
+    assert all(torch.equal(served[k], v) for k, v in averaged.items())
+
 
 def test_a_stopped_run_with_an_average_resumes_exactly(folder: Path, tmp_path: Path) -> None:
     stopped_and_resumed(experiment(folder, trainer={"ema": {"decay": 0.9}}), tmp_path)

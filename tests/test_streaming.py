@@ -166,33 +166,3 @@ def test_random_resized_crop_cannot_be_kept_in_memory(folder: Path) -> None:
 
     with pytest.raises(UserError, match="random_resized_crop crops each image at its full"):
         validate(experiment(folder, in_memory=True, augment="random_resized_crop"))
-
-
-@pytest.mark.slow
-def test_the_cli_stops_and_resumes_a_streamed_run_exactly(
-    folder: Path, write_config, tmp_path: Path
-) -> None:
-    """`trainkit train` in its own process, with two workers, stopped by SIGTERM inside
-    epoch 2; `trainkit resume` with none: the uninterrupted run's weights and metrics."""
-    import subprocess
-    import sys
-
-    def config(stop_at: int) -> Path:
-        raw = experiment(folder, in_memory=False, workers=2, augment="random_resized_crop")
-        raw.update(misbehaving_loss(tmp_path, "sigterm", stop_at))
-        return write_config(raw, name=f"stop{stop_at}.yaml")
-
-    def trainkit(*args: object) -> subprocess.CompletedProcess[str]:
-        command = [sys.executable, "-m", "trainkit", *map(str, args)]
-        return subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=120)
-
-    whole = trainkit("train", config(NEVER), "--run-dir", tmp_path / "whole", "-q")
-    assert whole.returncode == 0, whole.stderr
-    stopped = trainkit("train", config(10), "--run-dir", tmp_path / "cut")
-    assert stopped.returncode == 143, stopped.stderr
-    assert "stopped by SIGTERM at epoch 2, step 8" in stopped.stdout
-    resumed = trainkit(
-        "resume", tmp_path / "cut", "--set", f"loss.at_call={NEVER}", "--set", "data.workers=0"
-    )
-    assert resumed.returncode == 0, resumed.stderr
-    assert_same_run(tmp_path / "whole", tmp_path / "cut")

@@ -5,8 +5,6 @@ writes (tests/wandb_files.py)."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -14,8 +12,7 @@ from typing import Any
 import pytest
 
 from tests.helpers import NEVER, misbehaving_loss, tiny_experiment
-from tests.test_mlflow import LONG, _free_port
-from tests.test_resume import start_training, wait_for
+from tests.test_mlflow import _free_port
 from tests.wandb_files import history, sessions
 from trainkit.training.metrics_log import read_records
 
@@ -85,34 +82,8 @@ def test_a_stopped_and_resumed_run_stays_one_wandb_run(cli, write_config, tmp_pa
     assert [a.name for a in later[1].artifacts] == [f"{first}-checkpoints"]
 
 
-@pytest.mark.slow
-def test_a_killed_and_resumed_run_matches_its_uninterrupted_twin(write_config, tmp_path) -> None:
-    """W&B writes an offline file every second or so: the resume counts the rows on disk,
-    and sends again what the killed session's W&B process had not written."""
-    config = write_config({**LONG, "logging": {**LONG["logging"], "wandb": True}})
-    twin = subprocess.run(
-        [sys.executable, "-m", "trainkit", "train", str(config), "--run-dir",
-         str(tmp_path / "twin"), "-q"], capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
-    assert twin.returncode == 0, twin.stderr
-    process = start_training(config, tmp_path / "killed")
-    wait_for(process, lambda line: line.startswith("epoch 1/2  batch") and " step 120 " in line)
-    process.kill()
-    process.wait(timeout=60)
-    killed = tmp_path / "killed"
-    resumed = subprocess.run(
-        [sys.executable, "-m", "trainkit", "resume", str(killed), "-q"],
-        capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
-    assert resumed.returncode == 0, resumed.stderr
-    assert (killed / "metrics.abandoned.jsonl").is_file()  # there was a replay
-    first, second = sessions(killed, run_id(killed))
-    assert all(row["step"] <= 100 for row in first.rows)  # checkpointed only, if written
-    rows = history(killed, run_id(killed))
-    assert rows == jsonl_rows(killed)
-    assert [row["_step"] for row in rows] == list(range(len(rows)))  # one history, no gaps
-    assert untimed(rows) == untimed(history(tmp_path / "twin", run_id(tmp_path / "twin")))
-    assert second.exit_code == 0
+# A kill -9 and a resume against the uninterrupted twin: tested with MLflow's at once, in
+# tests/test_mlflow.py (test_a_killed_and_resumed_run_matches_its_twin_on_a_server).
 
 
 def test_online_without_a_login_stops_before_any_training(

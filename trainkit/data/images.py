@@ -96,8 +96,8 @@ def fit_image(image: Tensor, size: tuple[int, int], resize: int | None) -> Tenso
     side resized to that and centre-cropped (see ImageFormat)."""
     from torchvision.transforms.v2 import functional as F
 
-    if resize is None:
-        return resized(image, size)
+    if resize is None:  # at its size already, resizing gives the same pixels: skip it
+        return image if tuple(image.shape[-2:]) == tuple(size) else resized(image, size)
     height, width = image.shape[-2:]
     # torchvision's rule for resizing the shorter side: the longer one is rounded down.
     if height <= width:
