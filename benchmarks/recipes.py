@@ -73,6 +73,8 @@ def accuracy(args: argparse.Namespace, scratch: Path) -> list[tuple[str, bool]]:
     print("| recipe | test accuracy | best val accuracy | minutes |")
     print("| --- | --- | --- | --- |")
     for label, change in VARIANTS.items():
+        if args.variants and label.split()[0].split(".")[-1] not in args.variants:
+            continue
         raw = small_recipe(args.cifar_root, args.epochs, args.workers)
         for section, values in change.items():
             raw[section] = {**raw[section], **values}
@@ -214,6 +216,12 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--only", choices=["accuracy", "throughput", "speed"], default=None)
+    parser.add_argument(
+        "--variants",
+        nargs="*",
+        choices=["plain", "ema", "augment", "mixup"],
+        help="The accuracy runs to make (default: all four).",
+    )
     args = parser.parse_args()
     results: list[tuple[str, bool]] = []
     with tempfile.TemporaryDirectory() as scratch:

@@ -138,3 +138,21 @@ def test_cifar_folder_writes_an_image_folder_trainkit_reads(
     data = DATASETS.build(config.data, 0)
     assert list(data.info.class_names) == sorted(CIFAR_CLASSES)
     assert len(data.train) + len(data.val) == 60 and len(data.test) == 60
+
+
+@pytest.mark.slow
+def test_the_recipes_benchmark_compares_like_with_like(tmp_path: Path) -> None:
+    """Both policy pipelines it times yield normalized 32-pixel batches of the same folder,
+    and its accuracy runs are valid configs that differ in the option measured alone."""
+    bench = runpy.run_path(str(BENCHMARKS / "recipes.py"))
+    root = write_image_folder(tmp_path / "pets", per_class=8, size=32)
+    ours = next(iter(bench["trainkit_policy_loader"](root, 0, 8)(0)))
+    theirs = next(iter(bench["tutorial_policy_loader"](root, 0, 8)(0)))
+    assert ours.shape == theirs.shape == (8, 3, 32, 32)
+    assert ours.dtype == theirs.dtype == torch.float32
+    plain = bench["small_recipe"](root, 2, 0)
+    for change in bench["VARIANTS"].values():
+        raw = {**plain, **{k: {**plain[k], **v} for k, v in change.items()}}
+        validate(raw)
+        changed = [(k, key) for k, v in change.items() for key in v]
+        assert all(raw[k][key] != plain[k].get(key) for k, key in changed)
