@@ -80,6 +80,12 @@ def test_the_average_follows_the_formula_weights_and_batch_norm_statistics() -> 
     assert (expected_weight, expected_mean) == (3.5, 5.5)  # 1, 2, 3.5 and 10, 15, 5.5
 
 
+def test_ema_true_is_the_default_decay_and_false_is_off() -> None:
+    assert validate(tiny_experiment(trainer={"ema": True})).trainer.ema.decay == 0.999
+    assert validate(tiny_experiment(trainer={"ema": False})).trainer.ema is None
+    assert validate(tiny_experiment()).trainer.ema is None
+
+
 def test_a_run_scores_and_serves_the_average(folder: Path, cli, tmp_path: Path) -> None:
     """Validation, the test score, eval and predict all use the averaged weights, which
     the checkpoint keeps beside the trained ones."""

@@ -83,7 +83,8 @@ class TrainerConfig(Params):
         None,
         description="Keep an exponential moving average of the weights (and of batch-norm "
         "statistics) through torch.optim.swa_utils; validation, the test score, best.pt, "
-        "eval, predict and export then use the average. Checkpoints hold both. null: off.",
+        "eval, predict and export then use the average. Checkpoints hold both. true: the "
+        "default decay; null or false: off.",
     )
     tta: Literal["none", "flip"] = Field(
         "none",
@@ -120,6 +121,14 @@ class TrainerConfig(Params):
         "join, or in any exchange) before it fails, so that a launcher can restart the job "
         "or give up instead of waiting for ever.",
     )
+
+    @field_validator("ema", mode="before")
+    @classmethod
+    def _ema_switch(cls, value: Any) -> Any:
+        """`true` is the average with its default decay, `false` the same as null."""
+        if value is True:
+            return {}
+        return None if value is False else value
 
 
 class CheckpointConfig(Params):
