@@ -24,7 +24,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 import streaming
-from streaming import IMAGENET_MEAN, IMAGENET_STD, images_per_second, write_photos
+from streaming import IMAGENET_MEAN, IMAGENET_STD, alternating_rates, write_photos
 
 
 def write_dataset(folder: Path, images: int) -> Path:
@@ -106,13 +106,7 @@ def main() -> None:
             "trainkit": trainkit_loader(path, args.workers, args.batch),
             "tutorial": tutorial_loader(path, args.workers, args.batch),
         }
-        rates: dict[str, list[float]] = {name: [] for name in pipelines}
-        for epoch in range(args.repeats + 1):  # epoch 0 warms up workers and page cache
-            order = list(pipelines) if epoch % 2 else list(reversed(pipelines))
-            for name in order:
-                rate = images_per_second(pipelines[name], epoch)
-                if epoch:
-                    rates[name].append(rate)
+        rates = alternating_rates(pipelines, args.repeats)
     ours, theirs = (statistics.median(rates[n]) for n in ("trainkit", "tutorial"))
     print(
         f"Hugging Face dataset of {args.images} JPEGs of 500x375, random-resized crop to 224, "

@@ -33,6 +33,9 @@ from pathlib import Path
 import torch
 import yaml
 
+sys.path.insert(0, str(Path(__file__).parent))
+from streaming import alternating_rates
+
 CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 VARIANTS = {
     "plain": {},
@@ -152,25 +155,12 @@ def tutorial_policy_loader(root: Path, workers: int, batch: int):
     )
 
 
-def images_per_second(epochs, epoch: int) -> float:
-    count, start = 0, time.perf_counter()
-    for images in epochs(epoch):
-        count += len(images)
-    return count / (time.perf_counter() - start)
-
-
 def policy_throughput(args: argparse.Namespace) -> list[tuple[str, bool]]:
     pipelines = {
         "trainkit": trainkit_policy_loader(args.cifar_root, args.workers, 256),
         "tutorial": tutorial_policy_loader(args.cifar_root, args.workers, 256),
     }
-    rates: dict[str, list[float]] = {name: [] for name in pipelines}
-    for epoch in range(args.repeats + 1):  # epoch 0 warms up workers and page cache
-        order = list(pipelines) if epoch % 2 else list(reversed(pipelines))
-        for name in order:
-            rate = images_per_second(pipelines[name], epoch)
-            if epoch:
-                rates[name].append(rate)
+    rates = alternating_rates(pipelines, args.repeats)
     ours, theirs = (statistics.median(rates[n]) for n in ("trainkit", "tutorial"))
     print(f"TrivialAugment, streamed CIFAR-10 JPEGs, {args.workers} workers, batch 256:")
     for name in pipelines:

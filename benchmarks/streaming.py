@@ -119,19 +119,26 @@ def images_per_second(epochs, epoch: int) -> float:
     return count / (time.perf_counter() - start)
 
 
+def alternating_rates(pipelines: dict, repeats: int) -> dict[str, list[float]]:
+    """Images per second of each pipeline over `repeats` epochs, the pipelines taking
+    turns to go first; epoch 0 warms up workers and the page cache and is not counted."""
+    rates: dict[str, list[float]] = {name: [] for name in pipelines}
+    for epoch in range(repeats + 1):
+        order = list(pipelines) if epoch % 2 else list(reversed(pipelines))
+        for name in order:
+            rate = images_per_second(pipelines[name], epoch)
+            if epoch:
+                rates[name].append(rate)
+    return rates
+
+
 def throughput(args: argparse.Namespace, scratch: Path) -> list[tuple[str, bool]]:
     root = write_photos(scratch / "photos", {"train": args.images, "test": 20}, (500, 375), 0)
     pipelines = {
         "trainkit": trainkit_loader(root, args.workers, args.batch),
         "tutorial": tutorial_loader(root, args.workers, args.batch),
     }
-    rates: dict[str, list[float]] = {name: [] for name in pipelines}
-    for epoch in range(args.repeats + 1):  # epoch 0 warms up workers and page cache
-        order = list(pipelines) if epoch % 2 else list(reversed(pipelines))
-        for name in order:
-            rate = images_per_second(pipelines[name], epoch)
-            if epoch:
-                rates[name].append(rate)
+    rates = alternating_rates(pipelines, args.repeats)
     ours, theirs = (statistics.median(rates[n]) for n in ("trainkit", "tutorial"))
     print(
         f"throughput, {args.images} JPEGs of 500x375, random-resized crop to 224, "
