@@ -34,7 +34,7 @@ import torch
 import yaml
 
 sys.path.insert(0, str(Path(__file__).parent))
-from streaming import alternating_rates
+from streaming import alternating_rates, trainkit_loader, tutorial_loader
 
 CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 VARIANTS = {
@@ -105,54 +105,25 @@ def accuracy(args: argparse.Namespace, scratch: Path) -> list[tuple[str, bool]]:
 
 
 def trainkit_policy_loader(root: Path, workers: int, batch: int):
-    from trainkit.config.registry import DATASETS
-    from trainkit.config.schema import validate
-    from trainkit.console import quiet_output
-    from trainkit.data.batching import BatchOptions, BatchTransform, augmentation
-
-    config = validate(
-        {
-            "name": "bench",
-            "model": {"name": "mlp"},
-            "data": {
-                "name": "image_folder", "root": str(root), "image_size": 32,
-                "augment": "trivialaugment", "in_memory": False, "workers": workers,
-                "batch_size": batch, "mean": list(CIFAR_MEAN), "std": list(CIFAR_STD),
-            },
-            "optimizer": {"name": "sgd"},
-        }
+    """trainkit's streamed batches of 32-pixel images with TrivialAugment."""
+    return trainkit_loader(
+        root, workers, batch, image_size=32, augment="trivialaugment",
+        mean=list(CIFAR_MEAN), std=list(CIFAR_STD),
     )  # fmt: skip
-    with quiet_output(True):
-        data = DATASETS.build(config.data, 0)
-    device = torch.device("cpu")
-    transform = BatchTransform(
-        device, mean=data.mean, std=data.std, augment=augmentation(data), channels_last=True
-    )
-    batches = data.batches("train", BatchOptions(device, batch, transform))
-    return lambda epoch: (images for images, _ in batches.epoch(epoch))
 
 
 def tutorial_policy_loader(root: Path, workers: int, batch: int):
-    from torchvision import datasets, transforms
+    """The tutorials' pipeline with the same policy, after their CIFAR crop and flip."""
+    from torchvision import transforms
 
-    dataset = datasets.ImageFolder(
-        str(root / "train"),
-        transforms.Compose(
-            [
-                transforms.RandomCrop(32, padding=4),
-                transforms.RandomHorizontalFlip(),
-                transforms.TrivialAugmentWide(),
-                transforms.ToTensor(),
-                transforms.Normalize(CIFAR_MEAN, CIFAR_STD),
-            ]
-        ),
-    )
-    loader = torch.utils.data.DataLoader(
-        dataset, batch_size=batch, shuffle=True, num_workers=workers, persistent_workers=workers > 0
-    )
-    return lambda epoch: (
-        images.contiguous(memory_format=torch.channels_last) for images, _ in loader
-    )
+    steps = [
+        transforms.RandomCrop(32, padding=4),
+        transforms.RandomHorizontalFlip(),
+        transforms.TrivialAugmentWide(),
+        transforms.ToTensor(),
+        transforms.Normalize(CIFAR_MEAN, CIFAR_STD),
+    ]
+    return tutorial_loader(root, workers, batch, steps)
 
 
 def policy_throughput(args: argparse.Namespace) -> list[tuple[str, bool]]:

@@ -54,9 +54,12 @@ def write_photos(root: Path, per_split: dict[str, int], size: tuple[int, int], s
     return root
 
 
-def trainkit_loader(root: Path, workers: int, batch: int, source: dict | None = None):
-    """trainkit's streaming training batches for the ImageNet recipe, as `trainkit train`
-    builds them; `source` names another dataset than the image folder at `root`."""
+def trainkit_loader(
+    root: Path, workers: int, batch: int, source: dict | None = None, **recipe: object
+):
+    """trainkit's streaming training batches for the ImageNet recipe (or with the data
+    keys in `recipe` changed), as `trainkit train` builds them; `source` names another
+    dataset than the image folder at `root`."""
     from trainkit.config.registry import DATASETS
     from trainkit.config.schema import validate
     from trainkit.console import quiet_output
@@ -75,6 +78,7 @@ def trainkit_loader(root: Path, workers: int, batch: int, source: dict | None = 
                 "std": list(IMAGENET_STD),
                 "workers": workers,
                 "batch_size": batch,
+                **recipe,
             },
             "optimizer": {"name": "sgd"},
         }
@@ -89,21 +93,17 @@ def trainkit_loader(root: Path, workers: int, batch: int, source: dict | None = 
     return lambda epoch: (images for images, _ in batches.epoch(epoch))
 
 
-def tutorial_loader(root: Path, workers: int, batch: int):
-    """The pipeline of torchvision's ImageNet example and tutorials."""
+def tutorial_loader(root: Path, workers: int, batch: int, steps: list | None = None):
+    """The pipeline of torchvision's ImageNet example and tutorials (or its `steps`)."""
     from torchvision import datasets, transforms
 
-    dataset = datasets.ImageFolder(
-        str(root / "train"),
-        transforms.Compose(
-            [
-                transforms.RandomResizedCrop(224),
-                transforms.RandomHorizontalFlip(),
-                transforms.ToTensor(),
-                transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD),
-            ]
-        ),
-    )
+    steps = steps or [
+        transforms.RandomResizedCrop(224),
+        transforms.RandomHorizontalFlip(),
+        transforms.ToTensor(),
+        transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+    ]
+    dataset = datasets.ImageFolder(str(root / "train"), transforms.Compose(steps))
     loader = torch.utils.data.DataLoader(
         dataset, batch_size=batch, shuffle=True, num_workers=workers, persistent_workers=workers > 0
     )
