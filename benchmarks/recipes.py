@@ -1,6 +1,8 @@
 """The recipe options measured on a CPU: accuracy, policy throughput, cifar_fast's speed.
 
     python benchmarks/recipes.py --cifar-root CIFAR_JPG [--epochs 4] [--workers 2]
+    python benchmarks/recipes.py --cifar-root CIFAR_JPG --only accuracy --device cuda \
+        --epochs 16 --widths 64 128 256 512          # the full network, on a GPU
 
 CIFAR_JPG is CIFAR-10 as an image folder of JPEGs (train/<class>/*.jpg, test/...).
 
@@ -45,10 +47,12 @@ VARIANTS = {
 }
 
 
-def small_recipe(root: Path, epochs: int, workers: int) -> dict:
+def small_recipe(
+    root: Path, epochs: int, workers: int, device: str = "cpu", widths: list[int] | None = None
+) -> dict:
     return {
         "name": "recipe",
-        "model": {"name": "cifar_fast", "widths": [16, 32, 64, 128]},
+        "model": {"name": "cifar_fast", "widths": widths or [16, 32, 64, 128]},
         "data": {
             "name": "image_folder",
             "root": str(root),
@@ -65,20 +69,20 @@ def small_recipe(root: Path, epochs: int, workers: int) -> dict:
         "optimizer": {"name": "sgd", "lr": 0.2, "momentum": 0.9, "nesterov": True,
                       "weight_decay": 5e-4, "decay_biases_and_norms": False},
         "scheduler": {"name": "onecycle", "pct_start": 0.25},
-        "trainer": {"epochs": epochs, "device": "cpu"},
+        "trainer": {"epochs": epochs, "device": device},
         "checkpoint": {"monitor": "val/accuracy"},
         "logging": {"tensorboard": False, "log_every_steps": 50},
     }  # fmt: skip
 
 
 def accuracy(args: argparse.Namespace, scratch: Path) -> list[tuple[str, bool]]:
-    print(f"accuracy, cifar_fast [16, 32, 64, 128], {args.epochs} epochs, batch 256, CPU:")
+    print(f"accuracy, cifar_fast {args.widths}, {args.epochs} epochs, batch 256, {args.device}:")
     print("| recipe | test accuracy | best val accuracy | minutes |")
     print("| --- | --- | --- | --- |")
     for label, change in VARIANTS.items():
         if args.variants and label.split()[0].split(".")[-1] not in args.variants:
             continue
-        raw = small_recipe(args.cifar_root, args.epochs, args.workers)
+        raw = small_recipe(args.cifar_root, args.epochs, args.workers, args.device, args.widths)
         for section, values in change.items():
             raw[section] = {**raw[section], **values}
         config = scratch / "recipe.yaml"
@@ -177,6 +181,10 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--only", choices=["accuracy", "throughput", "speed"], default=None)
+    parser.add_argument("--device", default="cpu", help="Where the accuracy runs train.")
+    parser.add_argument(
+        "--widths", type=int, nargs=4, default=[16, 32, 64, 128], help="cifar_fast's widths."
+    )
     parser.add_argument(
         "--variants",
         nargs="*",
