@@ -9,8 +9,9 @@ so with the same config both paths train on the same samples in the same order.
 The per-sample augmentation (random-resized-crop and flip for large images, or a
 policy such as TrivialAugment, see `data.policies`) is drawn in the workers from
 (seed, epoch, sample) alone: a worker keeps no state, any number of workers gives the
-same images, and a resume needs nothing but (epoch, batch). A file that cannot be read stops the run with its name, or with
-`skip_bad`, is replaced by the next readable file of the split, the same one every time.
+same images, and a resume needs nothing but (epoch, batch). A file that cannot be read
+stops the run with its name, or with `skip_bad`, is replaced by the next readable file
+of the split, the same one every time.
 """
 
 from __future__ import annotations
