@@ -9,7 +9,6 @@ from typing import Annotated
 import typer
 
 from trainkit.cli.app import CheckpointPath, command, stdout
-from trainkit.config.loading import CommandLine
 
 
 class TTA(str, Enum):
@@ -62,6 +61,7 @@ def predict(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
     from rich.table import Table
 
+    from trainkit.config.loading import CommandLine
     from trainkit.console import stderr, warn
     from trainkit.errors import RunFailed, UserError
     from trainkit.inference.predict import check_output, collect, predict, write
