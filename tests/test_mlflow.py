@@ -155,7 +155,12 @@ def _start_server(folder: Path, port: int) -> subprocess.Popen[bytes]:
         command,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
-        env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"},
+        # No job runner: its four worker processes cost seconds at every start.
+        env={
+            **os.environ,
+            "MLFLOW_DISABLE_TELEMETRY": "true",
+            "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+        },
         start_new_session=True,
     )
     deadline = time.monotonic() + 60
