@@ -86,6 +86,18 @@ def test_ema_true_is_the_default_decay_and_false_is_off() -> None:
     assert validate(tiny_experiment()).trainer.ema is None
 
 
+def test_an_average_too_slow_for_the_run_is_a_warning(cli, write_config, tmp_path) -> None:
+    """36 steps: 0.999 (half-life 693) keeps 96% of the first weights, 0.5 none of them."""
+    for decay, warned in ((0.999, True), (0.5, False)):
+        config = write_config(trainer={"ema": {"decay": decay}})
+        result = cli("train", config, "--run-dir", tmp_path / str(decay))
+        assert result.exit_code == 0, result.output
+        said = " ".join(result.stderr.split())
+        assert ("half-life of 693 steps, and this run takes 36" in said) is warned, said
+        if warned:
+            assert "carries 96% of the first weights" in said
+
+
 def test_a_run_scores_and_serves_the_average(folder: Path, cli, tmp_path: Path) -> None:
     """Validation, the test score, eval and predict all use the averaged weights, which
     the checkpoint keeps beside the trained ones."""

@@ -10,6 +10,7 @@ writing, or that was stopped before its first checkpoint, leaves no run director
 from __future__ import annotations
 
 import contextlib
+import math
 import signal
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -17,7 +18,14 @@ from pathlib import Path
 
 from trainkit.config.plugins import plugin_origins
 from trainkit.config.schema import Config, to_dict, to_yaml
-from trainkit.console import Reporter, is_rank_zero, make_reporter, print_line, quiet_output
+from trainkit.console import (
+    Reporter,
+    is_rank_zero,
+    make_reporter,
+    print_line,
+    quiet_output,
+    warn,
+)
 from trainkit.errors import RunFailed, write_failed
 from trainkit.files import check_writable
 from trainkit.models.factory import count_parameters
@@ -324,6 +332,25 @@ def _announce(
     )
     for note in notes:
         reporter.info(note)
+    if not resumed and world.is_main:
+        _check_average_span(config, len(parts.train))
+
+
+def _check_average_span(config: Config, batches: int) -> None:
+    """A weight average over fewer steps than a few of its half-lives still holds much of
+    the first weights: say so before the user wonders why the scores lag."""
+    ema = config.trainer.ema
+    if ema is None:
+        return
+    half_life = math.log(0.5) / math.log(ema.decay)
+    steps = math.ceil(batches / config.trainer.accumulate_steps) * config.trainer.epochs
+    if steps < 3 * half_life:
+        warn(
+            f"trainer.ema.decay={ema.decay} forgets with a half-life of {half_life:.0f} steps, "
+            f"and this run takes {steps}: the average it evaluates and saves still carries "
+            f"{0.5 ** (steps / half_life):.0%} of the first weights at the end. Lower the "
+            "decay (0.99 has a half-life of 69 steps) or train longer."
+        )
 
 
 def _score_test_split(
