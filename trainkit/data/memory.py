@@ -81,10 +81,11 @@ class InMemoryDataset:
         if split != "train":
             chosen = chosen.shard(options.rank, options.world_size)
         plan = options.plan(split, len(chosen), chosen.targets)
-        batches = DeviceBatches(chosen.to(options.device), plan, options.transform)
-        if split == "train" and self.policy is not None:
-            batches.policy, batches.ids = self.policy, self.train_ids
-        return batches
+        if split != "train":
+            return DeviceBatches(chosen.to(options.device), plan, options.transform)
+        return DeviceBatches(
+            chosen.to(options.device), plan, options.transform, self.policy, self.train_ids
+        )
 
     def describe(self) -> str:
         return self.source
@@ -140,13 +141,20 @@ class HoldOutParams(DatasetParams):
 class DeviceBatches:
     """Batches of one split, cut from tensors that already live on the training device."""
 
-    def __init__(self, split: Split, plan: BatchPlan, transform: BatchTransform) -> None:
+    def __init__(
+        self,
+        split: Split,
+        plan: BatchPlan,
+        transform: BatchTransform,
+        policy: SamplePolicy | None = None,  # per-image augmentation (training batches)
+        ids: Tensor | None = None,  # what the policy's draws are keyed by; None: positions
+    ) -> None:
         self.split = split
         self.plan = plan
         self.transform = transform
         self.global_batch_size = plan.global_batch_size
-        self.policy: SamplePolicy | None = None  # per-image augmentation (training batches)
-        self.ids: Tensor | None = None  # what the policy's draws are keyed by; None: positions
+        self.policy = policy
+        self.ids = ids
 
     def __len__(self) -> int:
         return len(self.plan)

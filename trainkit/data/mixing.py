@@ -14,13 +14,13 @@ resume, gradient accumulation or another number of data workers changes nothing.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from pydantic import Field, model_validator
 
 from trainkit.config.registry import DatasetParams
+from trainkit.data.seeding import derived_seed
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -90,8 +90,9 @@ class BatchMixer:
         import torch
         import torch.nn.functional as F
 
+        key = derived_seed("mix", self.seed, epoch, batch, self.rank)
         with torch.random.fork_rng(devices=[]):  # torchvision draws from the global generator
-            torch.default_generator.manual_seed(_seed(self.seed, epoch, batch, self.rank))
+            torch.default_generator.manual_seed(key)
             mix = self._choose()
             if mix is not None:
                 return mix(images, labels)
@@ -107,16 +108,16 @@ class BatchMixer:
         return self._cutmix if float(torch.rand(())) < self.switch_prob else self._mixup
 
 
-def _seed(seed: int, epoch: int, batch: int, rank: int) -> int:
-    digest = hashlib.blake2b(f"mix:{seed}:{epoch}:{batch}:{rank}".encode(), digest_size=8)
-    return int.from_bytes(digest.digest(), "little") >> 1
+def mixing_asked(params: Any) -> bool:
+    """Whether a dataset's parameters turn mixup or cutmix on."""
+    return isinstance(params, MixParams) and bool(params.mixup or params.cutmix)
 
 
 def batch_mixer(params: Any, num_classes: int | None, seed: int, rank: int) -> BatchMixer | None:
-    """The mixer `params` (a dataset's parameters) ask for; None: no mixing."""
-    if not isinstance(params, MixParams) or not (params.mixup or params.cutmix):
+    """The mixer `params` (a dataset's parameters) ask for; None: no mixing (or no
+    classes to mix, which the caller refuses)."""
+    if not mixing_asked(params) or num_classes is None:
         return None
-    assert num_classes is not None  # checked by the caller, which knows the data
     return BatchMixer(
         params.mixup,
         params.cutmix,

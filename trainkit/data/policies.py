@@ -15,9 +15,10 @@ both paths share.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+
+from trainkit.data.seeding import derived_seed
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -56,7 +57,7 @@ class SamplePolicy:
     def _one(self, image: Tensor, epoch: int, sample: int) -> Tensor:
         import torch
 
-        torch.default_generator.manual_seed(_seed(self.seed, epoch, sample))
+        torch.default_generator.manual_seed(derived_seed("policy", self.seed, epoch, sample))
         return self._transform()(image)
 
     def _transform(self) -> Any:
@@ -75,8 +76,3 @@ class SamplePolicy:
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.name, self.seed, self._policy = state["name"], state["seed"], None
-
-
-def _seed(seed: int, epoch: int, sample: int) -> int:
-    digest = hashlib.blake2b(f"policy:{seed}:{epoch}:{sample}".encode(), digest_size=8)
-    return int.from_bytes(digest.digest(), "little") >> 1

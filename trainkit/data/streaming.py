@@ -16,7 +16,6 @@ of the split, the same one every time.
 
 from __future__ import annotations
 
-import hashlib
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ from trainkit.data.batching import BatchOptions, BatchPlan, BatchTransform, PadC
 from trainkit.data.dataset import DataInfo
 from trainkit.data.images import ImageSource, UnreadableImage, fit_image, resized, stack
 from trainkit.data.policies import SamplePolicy
+from trainkit.data.seeding import derived_seed
 from trainkit.errors import UserError
 
 
@@ -44,8 +44,7 @@ class ResizedCrop:
 
 def sample_generator(seed: int, epoch: int, index: int) -> torch.Generator:
     """The generator of one sample's augmentation in one epoch: a function of the three."""
-    digest = hashlib.blake2b(f"{seed}:{epoch}:{index}".encode(), digest_size=8).digest()
-    return torch.Generator().manual_seed(int.from_bytes(digest, "little") >> 1)
+    return torch.Generator().manual_seed(derived_seed(seed, epoch, index))
 
 
 def crop_box(

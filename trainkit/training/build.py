@@ -21,7 +21,7 @@ from trainkit.config.registry import DATASETS, LOSSES, OPTIMIZERS, SCHEDULERS
 from trainkit.config.schema import Config
 from trainkit.data.batching import BatchOptions, BatchTransform, augmentation
 from trainkit.data.dataset import Batches, DataInfo, Dataset
-from trainkit.data.mixing import batch_mixer
+from trainkit.data.mixing import batch_mixer, mixing_asked
 from trainkit.data.table import TableDataset
 from trainkit.errors import UserError, first_line
 from trainkit.losses.objective import Objective
@@ -119,9 +119,9 @@ def build(
     channels_last = wants_channels_last(trainer.channels_last, device, model)
     model = model.to(device, memory_format=torch.channels_last if channels_last else None)
     objective = LOSSES.build(config.loss, spec.data_info())
-    mixer = batch_mixer(config.data, info.num_classes, config.seed, world.rank)
-    if mixer is not None:
+    if mixing_asked(config.data):
         _check_mixing(config, spec, objective)
+    mixer = batch_mixer(config.data, info.num_classes, config.seed, world.rank)
 
     # Each rank augments with its own generator; rank 0's is the single-process one.
     augment_seed = config.seed + 1 + 1_000_003 * world.rank
