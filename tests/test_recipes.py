@@ -277,15 +277,55 @@ def test_a_stopped_run_with_mixup_and_cutmix_resumes_exactly(folder: Path, tmp_p
 # --- per-image policies ----------------------------------------------------------------
 
 
+def photo_like(count: int, size: int = 16) -> torch.Tensor:
+    """uint8 images with smooth gradients and flat areas (what equalize and autocontrast
+    act on differently from noise), each different."""
+    ramp = torch.linspace(0, 1, size)
+    images = []
+    for i in range(count):
+        g = torch.Generator().manual_seed(i)
+        low, high = sorted(torch.randint(0, 256, (2,), generator=g).tolist())
+        image = low + (high - low) * (ramp[None, :] * ramp[:, None])[None].expand(3, -1, -1)
+        image = image + torch.randint(0, 12, (3, size, size), generator=g)
+        images.append(image.clamp(0, 255).to(torch.uint8))
+    return torch.stack(images)
+
+
+@pytest.mark.parametrize("name", ["randaugment", "trivialaugment", "autoaugment"])
+def test_a_policy_gives_the_pixels_of_torchvisions_policy_called_on_each_image(
+    name: str,
+) -> None:
+    """A batch augmented at once equals torchvision's policy called on each image with
+    the global generator seeded by (seed, epoch, sample): the same draws, and the same
+    pixels from the operations applied to groups. 96 images, so every operation is
+    drawn, and under randaugment's fixed magnitude most are applied in groups."""
+    from torchvision.transforms import v2
+
+    from trainkit.data.seeding import derived_seed
+
+    images, samples = photo_like(96), list(range(1000, 1096))
+    ours = SamplePolicy(name, seed=3).batch(images, 2, samples)
+    policy = {"randaugment": v2.RandAugment, "trivialaugment": v2.TrivialAugmentWide,
+              "autoaugment": v2.AutoAugment}[name]()  # fmt: skip
+    theirs = []
+    with torch.random.fork_rng(devices=[]):
+        for image, sample in zip(images, samples, strict=True):
+            torch.manual_seed(derived_seed("policy", 3, 2, sample))
+            theirs.append(policy(image))
+    assert torch.equal(ours, torch.stack(theirs))
+    assert (ours != images).flatten(1).any(1).float().mean() > 0.5  # it does augment
+
+
 @pytest.mark.parametrize("name", ["randaugment", "trivialaugment", "autoaugment"])
 def test_policy_draws_are_a_function_of_seed_epoch_and_image(name: str) -> None:
-    images = torch.randint(0, 256, (6, 3, 16, 16), dtype=torch.uint8)
+    images = photo_like(6)
     policy = SamplePolicy(name, seed=1)
     rng = torch.get_rng_state()
     batch = policy.batch(images, 4, [10, 11, 12, 13, 14, 15])
     assert torch.equal(torch.get_rng_state(), rng)
-    assert torch.equal(batch[2], policy.image(images[2], 4, 12))  # the same draw, one by one
-    epochs = [policy.image(images[0], epoch, 10) for epoch in range(8)]
+    alone = policy.batch(images[2:3], 4, [12])[0]
+    assert torch.equal(batch[2], alone)  # the same draw, whatever else is in the batch
+    epochs = [policy.batch(images[:1], epoch, [10])[0] for epoch in range(8)]
     assert len({e.numpy().tobytes() for e in epochs}) > 2  # a new draw most epochs
     other_seed = SamplePolicy(name, 2).batch(images, 4, [10, 11, 12, 13, 14, 15])
     assert not torch.equal(batch, other_seed)

@@ -105,9 +105,28 @@ class Samples:
         return len(self.files)
 
     def __getitem__(self, key: tuple[int, int]) -> tuple[Tensor | None, int, str | None]:
+        return self.__getitems__([key])[0]
+
+    def __getitems__(
+        self, keys: list[tuple[int, int]]
+    ) -> list[tuple[Tensor | None, int, str | None]]:
+        """A batch's (image, target, problem) items, as the DataLoader asks for them: the
+        images are read one by one, and a policy augments them together (see
+        `data.policies`), each by its own sample's draws."""
+        items = [self._item(index, epoch) for index, epoch in keys]
+        epoch = keys[0][1] if keys else -1
+        read = [i for i, (image, _, _) in enumerate(items) if image is not None]
+        if self.policy is None or epoch < 0 or not read:
+            return items
+        images = stack([items[i][0] for i in read])  # type: ignore[misc]
+        augmented = self.policy.batch(images, epoch, [keys[i][0] for i in read])
+        for i, image in zip(read, augmented, strict=True):
+            items[i] = (image, *items[i][1:])
+        return items
+
+    def _item(self, index: int, epoch: int) -> tuple[Tensor | None, int, str | None]:
         """(image, target, problem): a bad file gives (None, -1, why), or with skip_bad
         the next readable file's image and target, and why the first was skipped."""
-        index, epoch = key
         problem = None
         for step in range(len(self)):
             stand_in = (index + step) % len(self)
@@ -123,11 +142,7 @@ class Samples:
 
     def _read(self, file: int, epoch: int, sample: int) -> Tensor:
         image = self.files.source.decode(file, self.channels)
-        if epoch < 0:  # evaluation
-            return fit_image(image, self.size, self.resize)
-        if self.policy is not None:
-            return self.policy.image(fit_image(image, self.size, self.resize), epoch, sample)
-        if self.crop is None:
+        if epoch < 0 or self.crop is None:  # evaluation, or no per-image crop
             return fit_image(image, self.size, self.resize)
         generator = sample_generator(self.seed, epoch, sample)
         top, left, h, w = crop_box(image.shape[1], image.shape[2], self.crop, generator)
