@@ -150,6 +150,7 @@ def test_the_recipes_benchmark_compares_like_with_like(tmp_path: Path) -> None:
     theirs = next(iter(bench["tutorial_policy_loader"](root, 0, 8)(0)))
     assert ours.shape == theirs.shape == (8, 3, 32, 32)
     assert ours.dtype == theirs.dtype == torch.float32
+    assert bench["policy_in_memory"](root, batches=1) > 0  # reads the folder's 24 images
     plain = bench["small_recipe"](root, 2, 0)
     for change in bench["VARIANTS"].values():
         raw = {**plain, **{k: {**plain[k], **v} for k, v in change.items()}}
