@@ -84,6 +84,16 @@ def test_bad_value_names_field_expectation_and_input() -> None:
     assert "optimizer.lr: Input should be greater than 0 (got -1)" in message
 
 
+def test_a_misspelt_choice_is_one_line_with_the_closest_choice() -> None:
+    """A word that is not one of a field's choices gets one line with the closest one,
+    also where the field takes a boolean as well (`augment: bool | Literal[...]`)."""
+    message = error_of(tiny_experiment(trainer={"precision": "bf61"}))
+    assert "trainer.precision: 'bf61' is not one of the choices; did you mean 'bf16'?" in message
+    raw = tiny_experiment(data={"name": "cifar10", "augment": "trivial"})
+    lines = [line for line in error_of(raw).splitlines() if "data.augment" in line]
+    assert len(lines) == 1 and "did you mean 'trivialaugment'?" in lines[0]
+
+
 def test_nested_section_errors_have_full_paths() -> None:
     message = error_of(tiny_experiment(trainer={"early_stopping": {"patience": 0}}))
     assert "trainer.early_stopping.patience" in message

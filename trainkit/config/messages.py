@@ -4,6 +4,7 @@ was wrong, what would be right (the closest valid key or component name) and the
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal, get_args, get_origin
 
 from pydantic import BaseModel, ValidationError
@@ -69,7 +70,10 @@ def _closest_members(errors: list[Any]) -> list[Any]:
         at = next((i for i, part in enumerate(loc) if _is_member_label(part)), None)
         if at is None or len(loc) == deepest[loc[:at]]:
             kept.append(error)
-    return kept
+    # A word that is not one of the choices is not also told it is not a boolean
+    # (`augment: trivial` against `bool | Literal[...]`).
+    chosen = {tuple(e["loc"][:-1]) for e in kept if e["type"] == "literal_error"}
+    return [e for e in kept if not (e["type"] == "bool_parsing" and tuple(e["loc"][:-1]) in chosen)]
 
 
 def _tag_of(model: type[BaseModel]) -> str | None:
@@ -137,6 +141,13 @@ def _describe(error: Any, root: type[BaseModel]) -> str:
         )
     if kind == "missing":
         return f"{field}: required but missing."
+    if kind == "literal_error" and isinstance(error.get("input"), str):
+        choices = re.findall(r"'([^']*)'", error["ctx"]["expected"])
+        got = shown(error["input"])
+        return (
+            f"{field}: {got!r} is not one of the choices{suggest(got, choices)} "
+            f"Choose one of: {', '.join(choices)}."
+        )
     got = error.get("input")
     echoed = "" if isinstance(got, dict) else f" (got {shown(repr(got))})"
     message = error["msg"].removeprefix("Value error, ")  # our validators' own sentences
