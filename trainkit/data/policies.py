@@ -45,7 +45,7 @@ class SamplePolicy:
     name: str
     seed: int
     _policy: Any = field(default=None, init=False, repr=False, compare=False)
-    _magnitudes: dict[tuple[str, int, int, int], Any] = field(
+    _magnitudes: dict[tuple[str, int, int, int], tuple[Any, bool]] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )
 
@@ -122,13 +122,12 @@ class SamplePolicy:
 
         key = (name, bins, height, width)
         if key not in self._magnitudes:  # the policy computes this table on every call
-            magnitudes, _ = self._transform()._AUGMENTATION_SPACE[name]
-            self._magnitudes[key] = magnitudes(bins, height, width)
-        magnitudes = self._magnitudes[key]
+            table, signed = self._transform()._AUGMENTATION_SPACE[name]
+            self._magnitudes[key] = (table(bins, height, width), signed)
+        magnitudes, signed = self._magnitudes[key]
         if magnitudes is None:
             return 0.0
         magnitude = float(magnitudes[int(torch.randint(bins, ())) if level is None else level])
-        _, signed = self._transform()._AUGMENTATION_SPACE[name]
         if signed and torch.rand(()) <= 0.5:
             magnitude *= -1
         return magnitude

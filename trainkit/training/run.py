@@ -349,7 +349,8 @@ def _check_average_span(config: Config, batches: int) -> None:
             f"trainer.ema.decay={ema.decay} forgets with a half-life of {half_life:.0f} steps, "
             f"and this run takes {steps}: the average it evaluates and saves still carries "
             f"{0.5 ** (steps / half_life):.0%} of the first weights at the end. Lower the "
-            "decay (0.99 has a half-life of 69 steps) or train longer."
+            f"decay to {0.5 ** (3 / steps):.3g} or less (a half-life of a third of the run) "
+            "or train longer."
         )
 
 
