@@ -36,6 +36,14 @@ os.environ.update(
     WANDB_DATA_DIR=os.path.join(_HF_HOME, "wandb-data"),
 )
 os.environ.pop("WANDB_API_KEY", None)
+# pytest-xdist runs the tests in 2 worker processes (pyproject's addopts). Each with
+# torch's default of a thread per core, the workers and the trainings they start would
+# ask for twice the cores there are, and spin waiting for them: one thread each.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ["OMP_NUM_THREADS"] = "1"
+    import torch
+
+    torch.set_num_threads(1)
 
 
 @pytest.fixture

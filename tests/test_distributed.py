@@ -20,7 +20,9 @@ import torch
 from tests.helpers import tiny_experiment
 from trainkit.training.checkpoint import read_payload
 
-pytestmark = [pytest.mark.distributed, pytest.mark.slow]
+# With pytest-xdist one worker runs all the torchrun tests, one after another: two jobs of
+# 2 processes at once would slow each other toward their collective timeout.
+pytestmark = [pytest.mark.distributed, pytest.mark.slow, pytest.mark.xdist_group("torchrun")]
 
 # 360 training samples: 15 global batches of 24 (12 per process), none left over, in
 # optimizer steps of 2 batches (ranks hold their gradients back on the first).

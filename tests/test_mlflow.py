@@ -197,6 +197,11 @@ class Server:
             self.process = None
 
 
+# The module's tests share what its module-scoped fixtures make: with pytest-xdist they
+# all run in one worker, so it is made once.
+pytestmark = pytest.mark.xdist_group("mlflow_server")
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """One server for the module's tests (each starting one takes seconds)."""

@@ -17,6 +17,10 @@ from tests.helpers import tiny_experiment
 from trainkit.config.schema import validate
 from trainkit.training.run import train
 
+# The module's tests share what its module-scoped fixtures make: with pytest-xdist they
+# all run in one worker, so it is made once.
+pytestmark = pytest.mark.xdist_group("folder_run")
+
 
 @pytest.fixture(scope="module")
 def folder_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:

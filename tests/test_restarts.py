@@ -18,7 +18,9 @@ import pytest
 
 from tests.helpers import NEVER, assert_same_run, misbehaving_loss, tiny_experiment
 
-pytestmark = [pytest.mark.distributed, pytest.mark.slow]
+# With pytest-xdist one worker runs all the torchrun tests, one after another: two jobs of
+# 2 processes at once would slow each other toward their collective timeout.
+pytestmark = [pytest.mark.distributed, pytest.mark.slow, pytest.mark.xdist_group("torchrun")]
 
 # 360 training samples in global batches of 24 (12 per process): 15 steps an epoch.
 EXPERIMENT = tiny_experiment(

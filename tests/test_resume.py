@@ -31,6 +31,11 @@ EXPERIMENT = tiny_experiment(
 )
 
 
+# The module's tests share what its module-scoped fixtures make: with pytest-xdist they
+# all run in one worker, so it is made once.
+pytestmark = pytest.mark.xdist_group("reference_run")
+
+
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The uninterrupted run every interrupted one must match bit for bit."""

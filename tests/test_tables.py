@@ -158,6 +158,11 @@ def test_auto_task(tmp_path: Path, target: list, task: str, why: str, capsys) ->
     assert why in capsys.readouterr().out
 
 
+# The module's tests share what its module-scoped fixtures make: with pytest-xdist they
+# all run in one worker, so it is made once.
+pytestmark = pytest.mark.xdist_group("table_run")
+
+
 @pytest.fixture(scope="module")
 def table_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """A small mlp trained on train.csv, scored on test.csv: (folder, run)."""
