@@ -4,6 +4,9 @@ Cross-entropy, until call `at_call`, where it does `action`:
 - `sigterm`, `sigusr1`: the process sends itself that signal (a stop at a known step);
 - `sigkill`: the process kills itself outright (a crash at a known step);
 - `sigint_twice`: Ctrl-C twice (stop at once);
+- `sigterm_group`, `sigint_group`: that signal to the whole process group, DataLoader
+  workers included, as Ctrl-C in a terminal and Slurm's `scancel` send it (only in a
+  process that leads its own group, so that a test never signals pytest);
 - `nan`: from this call on the loss is NaN;
 - `fill_disk`: the filesystem holding `disk` is filled to the last byte.
 
@@ -17,6 +20,7 @@ config with `tests.helpers.install_plugin`.
 
 import os
 import signal
+import subprocess
 from typing import Literal
 
 import torch.nn.functional as F
@@ -26,7 +30,16 @@ from trainkit.plugin import LossParams, Objective, register_loss
 
 
 class MisbehavingParams(LossParams):
-    action: Literal["sigterm", "sigusr1", "sigkill", "sigint_twice", "nan", "fill_disk"]
+    action: Literal[
+        "sigterm",
+        "sigusr1",
+        "sigkill",
+        "sigint_twice",
+        "sigterm_group",
+        "sigint_group",
+        "nan",
+        "fill_disk",
+    ]
     at_call: int = Field(ge=1, description="The loss call (1 is the start-up probe) it acts at.")
     disk: str | None = Field(None, description="For fill_disk: a folder on the disk to fill.")
     once: str | None = Field(None, description="Act only if this file is missing; make it.")
@@ -65,6 +78,13 @@ def _armed(params):
 def _act(params):
     if params.action in ("sigterm", "sigusr1", "sigkill"):
         os.kill(os.getpid(), getattr(signal, params.action.upper()))
+    elif params.action in ("sigterm_group", "sigint_group"):
+        if os.getpgrp() != os.getpid():
+            raise RuntimeError(f"{params.action} needs a process started in a session of its own")
+        # Sent by another process, as a terminal or Slurm does: torch's workers treat a
+        # SIGTERM from their parent as the parent's request to exit.
+        name = params.action.split("_")[0][3:].upper()
+        subprocess.run(["kill", "-s", name, "--", f"-{os.getpgrp()}"], check=False)
     elif params.action == "sigint_twice":
         os.kill(os.getpid(), signal.SIGINT)
         os.kill(os.getpid(), signal.SIGINT)

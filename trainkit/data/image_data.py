@@ -31,6 +31,7 @@ from trainkit.console import print_status, progress, warn
 from trainkit.data.images import Images
 from trainkit.data.mixing import MixParams
 from trainkit.data.policies import POLICIES, SamplePolicy
+from trainkit.data.workers import leave_stop_signals_to_parent
 from trainkit.errors import UserError, first_line
 from trainkit.files import UNREADABLE_TORCH_FILE, atomic_write
 
@@ -219,6 +220,7 @@ def _decode(
         num_workers=workers if len(images) > 256 else 0,
         collate_fn=Images.collate,
         generator=torch.Generator(),  # not the global one: decoding must not move it
+        worker_init_fn=leave_stop_signals_to_parent,
     )
     batches, kept, bad = [], [], []
     with progress(f"decoding {len(images):,} {what} images", len(images)) as advance:

@@ -29,6 +29,7 @@ from trainkit.data.dataset import DataInfo
 from trainkit.data.images import ImageSource, UnreadableImage, fit_image, resized, stack
 from trainkit.data.policies import SamplePolicy
 from trainkit.data.seeding import derived_seed
+from trainkit.data.workers import leave_stop_signals_to_parent
 from trainkit.errors import UserError
 
 
@@ -217,6 +218,7 @@ class StreamingBatches:
             persistent_workers=workers > 0 and self.train,
             prefetch_factor=4 if workers > 0 else None,
             generator=torch.Generator(),  # not the global one: reading must not move it
+            worker_init_fn=leave_stop_signals_to_parent,
         )
 
     def __len__(self) -> int:

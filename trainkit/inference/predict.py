@@ -26,6 +26,7 @@ from torch import Tensor
 
 from trainkit.data.images import IMAGE_EXTENSIONS, FileList, Images, find_images, load_decoders
 from trainkit.data.table import TABLE_SUFFIXES, read_table
+from trainkit.data.workers import leave_stop_signals_to_parent
 from trainkit.errors import UserError, first_line
 from trainkit.files import UNREADABLE_TORCH_FILE, atomic_write_bytes, check_writable
 from trainkit.inference.trained_model import TrainedModel
@@ -131,6 +132,7 @@ def _image_batches(
         num_workers=workers,
         collate_fn=Images.collate,
         generator=torch.Generator(),  # not the global one: predicting must not move it
+        worker_init_fn=leave_stop_signals_to_parent,
     )
     start = 0
     for images, good, errors in loader:
