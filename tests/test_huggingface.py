@@ -133,7 +133,7 @@ def test_streamed_and_in_memory_train_alike_and_resume_exactly(
     assert_same_run(tmp_path / "memory", tmp_path / "cut")
 
 
-def test_a_dataset_without_images_is_a_table(cli, tmp_path: Path) -> None:
+def test_a_dataset_without_images_is_a_table(cli, write_config, tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     x = rng.normal(size=(200, 2))
     rows = {
@@ -160,6 +160,11 @@ def test_a_dataset_without_images_is_a_table(cli, tmp_path: Path) -> None:
         "high",
         "low",
     ]
+    # Whether a Hugging Face dataset has images is known once it is read, and only then
+    # are image-only options refused (for a table file, the config already says so).
+    tta = cli("train", write_config(raw), "--set", "trainer.tta=flip", "--run-dir", "flip")
+    assert tta.exit_code == 2 and not (tmp_path / "flip").exists(), tta.output
+    assert "mirrors images, but huggingface gives inputs of shape (2,)" in tta.stderr
 
 
 def test_a_hub_dataset_that_is_not_cached_offline_says_what_to_run(cli, write_config, tmp_path):

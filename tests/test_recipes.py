@@ -18,6 +18,7 @@ from trainkit.config.loading import CommandLine
 from trainkit.config.schema import validate
 from trainkit.data.mixing import BatchMixer
 from trainkit.data.policies import SamplePolicy
+from trainkit.errors import UserError
 from trainkit.models.test_time import with_tta
 from trainkit.training.build import build
 from trainkit.training.checkpoint import read_payload
@@ -203,7 +204,7 @@ def _config(tmp_path: Path, raw: dict[str, Any], name: str = "experiment.yaml") 
 @pytest.mark.parametrize(
     ("image_data", "change", "says"),
     [
-        (False, "trainer.tta=flip", "trainer.tta=flip mirrors images, but synthetic_logistic"),
+        (False, "trainer.tta=flip", "tta=flip mirrors images, and data synthetic_logistic gives"),
         (False, "data.mixup=0.2", "data.mixup"),
         (True, "loss.name=mse", "which loss mse does not take; use loss cross_entropy"),
         (True, "data.mix_prob=0.5", "mix_prob only matters with data.mixup or data.cutmix"),
@@ -221,6 +222,15 @@ def test_wrong_recipe_settings_are_refused_before_a_run_exists(
     assert result.exit_code == 2, result.output
     assert says in " ".join(result.stderr.split()) and "Traceback" not in result.output
     assert not (tmp_path / "r").exists()
+
+
+def test_tta_on_a_table_is_refused_by_the_config_before_the_file_is_looked_at() -> None:
+    raw = tiny_experiment(
+        data={"name": "table", "path": "nowhere.csv", "target": "y"}, trainer={"tta": "flip"}
+    )
+    with pytest.raises(UserError, match="tta=flip mirrors images, and data table gives none"):
+        validate(raw)
+    validate({**raw, "trainer": {"tta": "none"}})  # the missing file is not the config's
 
 
 # --- mixup and cutmix ------------------------------------------------------------------

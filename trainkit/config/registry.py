@@ -17,7 +17,7 @@ import inspect
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt
 
@@ -111,6 +111,10 @@ class DatasetParams(Params):
         "replacement) so that every class is equally likely, seeded by (seed, epoch); an "
         "epoch is still as many samples as the training split has.",
     )
+
+    # False where the samples are never images (tables, synthetic features), so options
+    # that need images are refused before any data is read; None: known once it is read.
+    gives_images: ClassVar[bool | None] = None
 
     def prepare(self) -> None:
         """Check what can be checked without reading the data (its files are there, the

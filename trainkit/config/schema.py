@@ -274,6 +274,15 @@ class Config(Params):
                 setattr(self.data, key, value)
         return self
 
+    @model_validator(mode="after")
+    def _tta_needs_images(self) -> Config:
+        if self.trainer.tta != "none" and type(self.data).gives_images is False:
+            raise ValueError(
+                f"trainer.tta={self.trainer.tta} mirrors images, and data {self.data.name} "
+                "gives none; set trainer.tta: none"
+            )
+        return self
+
 
 def _choices(registry: Registry) -> Any:
     """The tagged union of every parameter model in `registry`, selected by `name`."""

@@ -19,6 +19,8 @@ if TYPE_CHECKING:
 
 
 class SyntheticParams(DatasetParams):
+    gives_images = False
+
     n_train: int = Field(1000, ge=2, description="Training samples (validation is taken out).")
     n_test: int = Field(200, ge=1, description="Test samples.")
     n_features: int = Field(1, ge=1, description="Input features per sample.")

@@ -51,6 +51,8 @@ class TableOptions(HoldOutParams):
 
 
 class TableParams(TableOptions):
+    gives_images = False
+
     path: str = Field(description="The table: a .csv, .tsv or .parquet file with a header.")
     target: str = Field(description="The column to predict.")
     test_path: str | None = Field(
