@@ -49,6 +49,7 @@ def test_a_second_ctrl_c_stops_at_once_and_leaves_a_resumable_run_or_none(
         assert read_payload(run / "last.pt")["state"]["epoch"] == 3
 
 
+@pytest.mark.slow  # 10 s each: a training subprocess, and two runs with loader workers
 @pytest.mark.parametrize(("sig", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
 def test_a_signal_to_the_whole_process_group_spares_the_loader_workers(
     sig: int, code: int, cli, tmp_path: Path
