@@ -2,10 +2,10 @@
 
 A stop signal sent to a whole process group or job reaches the loader's workers too:
 Ctrl-C in a terminal, `kill -- -PGID`, Slurm's `scancel` and its time limit. torch's
-workers die on such a SIGTERM and quit on SIGINT, and the training process then fails
-on its next batch ("DataLoader worker ... is killed by signal") instead of finishing the
-step and writing last.pt. So a worker ignores SIGINT and SIGUSR1, and a SIGTERM from
-anyone but its parent; the training process decides when to stop. Its loader ends the
+workers die on such a SIGTERM, and the training process then fails at once ("DataLoader
+worker ... is killed by signal") instead of finishing the step and writing last.pt;
+on SIGINT they quit. So a worker ignores SIGINT and SIGUSR1, and a SIGTERM from anyone
+but its parent: the training process alone decides when to stop. Its loader ends the
 workers when it is done with them. A SIGTERM from the parent still ends a worker at
 once, as torch intends: it is how the parent's loader and Python's exit clean up
 workers that did not finish on their own. A worker whose parent is gone exits by itself
