@@ -57,7 +57,7 @@ def test_a_signal_to_the_whole_process_group_spares_the_loader_workers(
     """Ctrl-C in a terminal and Slurm's scancel signal every process of the job, the
     DataLoader workers included; the run still finishes its step, writes last.pt, and
     resumes to the uninterrupted run. (torch's workers die on a SIGTERM that is not
-    from their parent; the run then failed on its next batch and saved nothing.)"""
+    from their parent; the run then failed at once and saved nothing.)"""
     folder = write_image_folder(tmp_path / "pets", per_class=16, size=20)
     raw = tiny_experiment(
         model={"name": "cifar_fast", "widths": [8, 8, 16, 16]},

@@ -83,8 +83,8 @@ def _act(params):
             raise RuntimeError(f"{params.action} needs a process started in a session of its own")
         # Sent by another process, as a terminal or Slurm does: torch's workers treat a
         # SIGTERM from their parent as the parent's request to exit.
-        name = params.action.split("_")[0][3:].upper()
-        subprocess.run(["kill", "-s", name, "--", f"-{os.getpgrp()}"], check=False)
+        number = int(getattr(signal, params.action.removesuffix("_group").upper()))
+        subprocess.run(["kill", f"-{number}", "--", f"-{os.getpgrp()}"], check=False)
     elif params.action == "sigint_twice":
         os.kill(os.getpid(), signal.SIGINT)
         os.kill(os.getpid(), signal.SIGINT)
